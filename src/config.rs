@@ -1,0 +1,217 @@
+//! Configuration: every address, interval and limit, from flags or `OTELSCALE_*` environment
+//! variables, validated once at start-up.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::query::QueryLimits;
+use crate::store::StoreConfig;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid configuration: --{flag}: {problem}")]
+pub struct ConfigError {
+    pub flag: &'static str,
+    pub problem: String,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|err| format!("`{text}` is not a duration like 120s or 5m: {err}"))
+}
+
+/// `otelscale serve` flags. Each is also read from the environment as `OTELSCALE_<FLAG>`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// OTLP/gRPC listen address.
+    #[arg(long, env = "OTELSCALE_OTLP_GRPC_ADDR", default_value = "0.0.0.0:4317")]
+    pub otlp_grpc_addr: SocketAddr,
+    /// OTLP/HTTP listen address.
+    #[arg(long, env = "OTELSCALE_OTLP_HTTP_ADDR", default_value = "0.0.0.0:4318")]
+    pub otlp_http_addr: SocketAddr,
+    /// KEDA external scaler gRPC listen address.
+    #[arg(long, env = "OTELSCALE_SCALER_ADDR", default_value = "0.0.0.0:8090")]
+    pub scaler_addr: SocketAddr,
+    /// Admin HTTP listen address (health, /metrics, debug query API).
+    #[arg(long, env = "OTELSCALE_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+    /// How long samples are kept; also the largest query window.
+    #[arg(long, env = "OTELSCALE_RETENTION", default_value = "120s", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// Largest request body, measured after decompression.
+    #[arg(long, env = "OTELSCALE_MAX_REQUEST_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Most series held at once; points of new series beyond it are rejected.
+    #[arg(long, env = "OTELSCALE_MAX_SERIES", default_value_t = 1_000_000)]
+    pub max_series: usize,
+    /// Most labels (resource plus point attributes) on one series.
+    #[arg(long, env = "OTELSCALE_MAX_LABELS_PER_SERIES", default_value_t = 64)]
+    pub max_labels_per_series: usize,
+    /// Longest label name, in bytes.
+    #[arg(long, env = "OTELSCALE_MAX_LABEL_NAME_BYTES", default_value_t = 256)]
+    pub max_label_name_bytes: usize,
+    /// Longest label value, in bytes.
+    #[arg(long, env = "OTELSCALE_MAX_LABEL_VALUE_BYTES", default_value_t = 2048)]
+    pub max_label_value_bytes: usize,
+    /// Longest metric name, in bytes.
+    #[arg(long, env = "OTELSCALE_MAX_METRIC_NAME_BYTES", default_value_t = 512)]
+    pub max_metric_name_bytes: usize,
+    /// How far in the future a point's timestamp may be.
+    #[arg(long, env = "OTELSCALE_MAX_FUTURE_SKEW", default_value = "5m", value_parser = parse_duration)]
+    pub max_future_skew: Duration,
+    /// Most concurrent StreamIsActive streams.
+    #[arg(long, env = "OTELSCALE_MAX_STREAMS", default_value_t = 10_000)]
+    pub max_streams: usize,
+    /// Most concurrent connections on each listener.
+    #[arg(long, env = "OTELSCALE_MAX_CONNECTIONS", default_value_t = 4_096)]
+    pub max_connections: usize,
+    /// Longest metricQuery, in bytes.
+    #[arg(long, env = "OTELSCALE_MAX_QUERY_BYTES", default_value_t = 4096)]
+    pub max_query_bytes: usize,
+    /// Most label matchers in one metricQuery.
+    #[arg(long, env = "OTELSCALE_MAX_QUERY_MATCHERS", default_value_t = 64)]
+    pub max_query_matchers: usize,
+    /// How often StreamIsActive re-sends the current state even when it did not change.
+    #[arg(long, env = "OTELSCALE_STREAM_RESEND_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub stream_resend_interval: Duration,
+    /// Answer a query that matches no series with an error (NOT_FOUND) instead of the value 0.
+    #[arg(long, env = "OTELSCALE_NO_MATCH_IS_ERROR", default_value_t = false)]
+    pub no_match_is_error: bool,
+    /// Store shards (0 = two per CPU core).
+    #[arg(long, env = "OTELSCALE_SHARDS", default_value_t = 0)]
+    pub shards: usize,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub otlp_grpc_addr: SocketAddr,
+    pub otlp_http_addr: SocketAddr,
+    pub scaler_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub retention_ms: i64,
+    pub request_bytes_max: usize,
+    pub series_count_max: usize,
+    pub labels_per_series_max: usize,
+    pub label_name_bytes_max: usize,
+    pub label_value_bytes_max: usize,
+    pub metric_name_bytes_max: usize,
+    pub future_skew_ms_max: i64,
+    pub streams_max: usize,
+    pub connections_max: usize,
+    pub query_limits: QueryLimits,
+    pub stream_resend_interval: Duration,
+    pub no_match_is_error: bool,
+    pub shard_count: usize,
+}
+
+fn duration_ms(flag: &'static str, duration: Duration) -> Result<i64, ConfigError> {
+    i64::try_from(duration.as_millis()).map_err(|_| ConfigError { flag, problem: format!("{duration:?} is too long") })
+}
+
+fn positive(flag: &'static str, value: usize) -> Result<usize, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError { flag, problem: "must be greater than 0".into() });
+    }
+    Ok(value)
+}
+
+impl ServeArgs {
+    /// Checks every value and builds the [`Config`].
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let retention_ms = duration_ms("retention", self.retention)?;
+        if retention_ms < 1_000 {
+            return Err(ConfigError { flag: "retention", problem: "must be at least 1s".into() });
+        }
+        if self.stream_resend_interval < Duration::from_millis(100) {
+            return Err(ConfigError { flag: "stream-resend-interval", problem: "must be at least 100ms".into() });
+        }
+        if self.max_request_bytes < 1024 {
+            return Err(ConfigError { flag: "max-request-bytes", problem: "must be at least 1024".into() });
+        }
+        let shard_count = match self.shards {
+            0 => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        Ok(Config {
+            otlp_grpc_addr: self.otlp_grpc_addr,
+            otlp_http_addr: self.otlp_http_addr,
+            scaler_addr: self.scaler_addr,
+            admin_addr: self.admin_addr,
+            retention_ms,
+            request_bytes_max: self.max_request_bytes,
+            series_count_max: positive("max-series", self.max_series)?,
+            labels_per_series_max: positive("max-labels-per-series", self.max_labels_per_series)?,
+            label_name_bytes_max: positive("max-label-name-bytes", self.max_label_name_bytes)?,
+            label_value_bytes_max: positive("max-label-value-bytes", self.max_label_value_bytes)?,
+            metric_name_bytes_max: positive("max-metric-name-bytes", self.max_metric_name_bytes)?,
+            future_skew_ms_max: duration_ms("max-future-skew", self.max_future_skew)?,
+            streams_max: positive("max-streams", self.max_streams)?,
+            connections_max: positive("max-connections", self.max_connections)?,
+            query_limits: QueryLimits {
+                query_bytes_max: positive("max-query-bytes", self.max_query_bytes)?,
+                matchers_max: positive("max-query-matchers", self.max_query_matchers)?,
+                ..QueryLimits::default()
+            },
+            stream_resend_interval: self.stream_resend_interval,
+            no_match_is_error: self.no_match_is_error,
+            shard_count: positive("shards", shard_count)?,
+        })
+    }
+}
+
+impl Config {
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            shard_count: self.shard_count,
+            series_count_max: self.series_count_max,
+            retention_ms: self.retention_ms,
+        }
+    }
+}
+
+impl Default for Config {
+    /// The default of every flag (an `OTELSCALE_*` variable set in the environment still applies).
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct DefaultsOnly {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let defaults = <DefaultsOnly as clap::Parser>::parse_from(["otelscale"]);
+        defaults.serve.validate().expect("the default configuration is valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let config = Config::default();
+        assert_eq!(config.retention_ms, 120_000);
+        assert_eq!(config.request_bytes_max, 16 * 1024 * 1024);
+        assert_eq!(config.series_count_max, 1_000_000);
+        assert_eq!(config.otlp_grpc_addr.port(), 4317);
+        assert_eq!(config.otlp_http_addr.port(), 4318);
+        assert_eq!(config.scaler_addr.port(), 8090);
+        assert_eq!(config.admin_addr.port(), 8080);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = <Cli as clap::Parser>::parse_from(["otelscale", "--max-series", "0"]);
+        let err = cli.serve.validate().unwrap_err();
+        assert_eq!(err.flag, "max-series");
+        assert!(err.to_string().contains("--max-series"));
+        let cli = <Cli as clap::Parser>::parse_from(["otelscale", "--retention", "10ms"]);
+        assert_eq!(cli.serve.validate().unwrap_err().flag, "retention");
+        assert!(<Cli as clap::Parser>::try_parse_from(["otelscale", "--retention", "soon"]).is_err());
+    }
+}

@@ -1,0 +1,223 @@
+//! OTLP ingest: receivers for gRPC ([`grpc`]) and HTTP ([`http`]), the body decoder
+//! ([`decode`]) and the conversion of OTLP metrics into validated samples ([`convert`]).
+//!
+//! **Invariant:** when an Export call returns success, its accepted samples are in the store
+//! (ingest appends synchronously before answering), so every later query sees them.
+
+pub mod convert;
+pub mod decode;
+pub mod grpc;
+pub mod http;
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceRequest};
+
+use crate::activity::ActivityHub;
+use crate::config::Config;
+use crate::store::{SampleBatch, Store};
+use crate::telemetry::Telemetry;
+use convert::{convert_request, ConvertLimits};
+
+/// Why a point was not stored. Each reason is a value of the `reason` label of
+/// `otelscale_points_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    SeriesLimit,
+    OutOfOrder,
+    TooOld,
+    FutureTimestamp,
+    NanValue,
+    MissingValue,
+    TooManyLabels,
+    InvalidLabelName,
+    LabelValueTooLong,
+    InvalidMetricName,
+    InvalidHistogram,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 11] = [
+        RejectReason::SeriesLimit,
+        RejectReason::OutOfOrder,
+        RejectReason::TooOld,
+        RejectReason::FutureTimestamp,
+        RejectReason::NanValue,
+        RejectReason::MissingValue,
+        RejectReason::TooManyLabels,
+        RejectReason::InvalidLabelName,
+        RejectReason::LabelValueTooLong,
+        RejectReason::InvalidMetricName,
+        RejectReason::InvalidHistogram,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::SeriesLimit => "series_limit",
+            RejectReason::OutOfOrder => "out_of_order",
+            RejectReason::TooOld => "too_old",
+            RejectReason::FutureTimestamp => "future_timestamp",
+            RejectReason::NanValue => "nan_value",
+            RejectReason::MissingValue => "missing_value",
+            RejectReason::TooManyLabels => "too_many_labels",
+            RejectReason::InvalidLabelName => "invalid_label_name",
+            RejectReason::LabelValueTooLong => "label_value_too_long",
+            RejectReason::InvalidMetricName => "invalid_metric_name",
+            RejectReason::InvalidHistogram => "invalid_histogram",
+        }
+    }
+
+    fn explanation(self) -> &'static str {
+        match self {
+            RejectReason::SeriesLimit => "the series limit (--max-series) is reached, new series are refused",
+            RejectReason::OutOfOrder => "timestamp older than the series' last sample",
+            RejectReason::TooOld => "timestamp older than the retention window",
+            RejectReason::FutureTimestamp => "timestamp too far in the future (--max-future-skew)",
+            RejectReason::NanValue => "value is NaN",
+            RejectReason::MissingValue => "data point has no value",
+            RejectReason::TooManyLabels => "more labels than --max-labels-per-series",
+            RejectReason::InvalidLabelName => "label name empty or longer than --max-label-name-bytes",
+            RejectReason::LabelValueTooLong => "label value longer than --max-label-value-bytes",
+            RejectReason::InvalidMetricName => "metric name empty or longer than --max-metric-name-bytes",
+            RejectReason::InvalidHistogram => "histogram bucket_counts does not have explicit_bounds + 1 entries",
+        }
+    }
+}
+
+/// Rejected point counts by reason, for one request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rejections {
+    counts: [u64; RejectReason::ALL.len()],
+}
+
+impl Rejections {
+    pub fn add(&mut self, reason: RejectReason, n_points: u64) {
+        self.counts[reason as usize] += n_points;
+    }
+
+    pub fn count(&self, reason: RejectReason) -> u64 {
+        self.counts[reason as usize]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    pub fn by_reason(&self) -> impl Iterator<Item = (RejectReason, u64)> + '_ {
+        RejectReason::ALL.into_iter().map(|reason| (reason, self.count(reason))).filter(|&(_, n)| n > 0)
+    }
+
+    /// One line naming each reason, e.g. `2 points rejected: 2 nan_value (value is NaN)`.
+    pub fn message(&self) -> String {
+        let parts: Vec<String> =
+            self.by_reason().map(|(reason, n)| format!("{n} {} ({})", reason.as_str(), reason.explanation())).collect();
+        format!("{} points rejected: {}", self.total(), parts.join("; "))
+    }
+}
+
+/// Which receiver a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Grpc,
+    Http,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 2] = [Transport::Grpc, Transport::Http];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// The result of one Export call.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExportOutcome {
+    pub accepted_points: u64,
+    pub rejections: Rejections,
+}
+
+impl ExportOutcome {
+    /// The OTLP `partial_success` to answer with, if anything was rejected.
+    pub fn partial_success(&self) -> Option<ExportMetricsPartialSuccess> {
+        let rejected = self.rejections.total();
+        (rejected > 0).then(|| ExportMetricsPartialSuccess {
+            rejected_data_points: i64::try_from(rejected).unwrap_or(i64::MAX),
+            error_message: self.rejections.message(),
+        })
+    }
+}
+
+/// Validates, converts and stores export requests; shared by both receivers.
+#[derive(Debug)]
+pub struct Ingestor {
+    store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
+    activity: Arc<ActivityHub>,
+    limits: ConvertLimits,
+    request_bytes_max: usize,
+}
+
+impl Ingestor {
+    pub fn new(config: &Config, store: Arc<Store>, telemetry: Arc<Telemetry>, activity: Arc<ActivityHub>) -> Self {
+        let limits = ConvertLimits {
+            labels_per_series_max: config.labels_per_series_max,
+            label_name_bytes_max: config.label_name_bytes_max,
+            label_value_bytes_max: config.label_value_bytes_max,
+            metric_name_bytes_max: config.metric_name_bytes_max,
+            future_skew_ms_max: config.future_skew_ms_max,
+        };
+        Ingestor { store, telemetry, activity, limits, request_bytes_max: config.request_bytes_max }
+    }
+
+    pub fn request_bytes_max(&self) -> usize {
+        self.request_bytes_max
+    }
+
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Stores what is valid in `request`, counts the rest, and wakes the streams that watch
+    /// the metrics it touched. Returns after the samples are visible to queries.
+    pub fn export(&self, request: &ExportMetricsServiceRequest, transport: Transport) -> ExportOutcome {
+        let now_ms = crate::clock::now_ms();
+        let mut batch = SampleBatch::default();
+        let mut rejections = Rejections::default();
+        convert_request(request, &self.limits, now_ms, &mut batch, &mut rejections);
+
+        let mut metric_names: Vec<&str> = Vec::new();
+        let mut touched_metrics: Vec<String> = Vec::new();
+        for sample in &batch.samples {
+            if metric_names.last() != Some(&sample.key.metric_name()) {
+                metric_names.push(sample.key.metric_name());
+            }
+        }
+        metric_names.sort_unstable();
+        metric_names.dedup();
+        touched_metrics.extend(metric_names.into_iter().map(str::to_owned));
+
+        let appended = self.store.append(batch, now_ms);
+        rejections.add(RejectReason::SeriesLimit, appended.rejected_series_limit);
+        rejections.add(RejectReason::OutOfOrder, appended.rejected_out_of_order);
+        rejections.add(RejectReason::TooOld, appended.rejected_too_old);
+        if appended.appended > 0 {
+            self.activity.notify(&touched_metrics);
+        }
+        let outcome = ExportOutcome { accepted_points: appended.appended, rejections };
+        self.telemetry.record_export(transport, &outcome);
+        if outcome.rejections.total() > 0 {
+            tracing::debug!(
+                transport = transport.as_str(),
+                accepted = outcome.accepted_points,
+                rejected = outcome.rejections.total(),
+                reasons = %outcome.rejections.message(),
+                "export partially rejected"
+            );
+        }
+        outcome
+    }
+}

@@ -1,0 +1,119 @@
+//! The `otelscale` binary: parses the command line, sets up logging and runs a command.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use otelscale::config::ServeArgs;
+use otelscale::server::{self, Listeners};
+
+#[derive(Debug, Parser)]
+#[command(name = "otelscale", version, about = "OpenTelemetry metrics in, KEDA scaling answers out")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: OTLP receivers, KEDA external scaler and admin port.
+    Serve(ServeArgs),
+    /// Print the value the scaler would return for a query, asking a running server.
+    Query(QueryArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct QueryArgs {
+    /// The metricQuery, e.g. 'avg(model_training_tokens{model=my_model})'.
+    query: String,
+    /// Operation over time: last_one, rate, count, avg, min, max.
+    #[arg(long, env = "OTELSCALE_OP", default_value = "last_one")]
+    op: String,
+    /// Window of samples to consider (default 60s, at most the server's retention).
+    #[arg(long, env = "OTELSCALE_WINDOW", value_parser = humantime::parse_duration)]
+    window: Option<Duration>,
+    /// The server's admin address.
+    #[arg(long, env = "OTELSCALE_ADMIN_URL", default_value = "http://127.0.0.1:8080")]
+    admin_url: String,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                match cli.command {
+                    Command::Serve(args) => serve(args).await,
+                    Command::Query(args) => query(args).await,
+                }
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.validate()?;
+    let listeners = Listeners::bind(&config).await?;
+    server::run(listeners, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the server");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+async fn query(args: QueryArgs) -> anyhow::Result<()> {
+    let mut params = vec![("metricQuery", args.query.clone()), ("operationOverTime", args.op.clone())];
+    if let Some(window) = args.window {
+        params.push(("windowSeconds", window.as_secs().to_string()));
+    }
+    let base = args.admin_url.trim_end_matches('/');
+    let url = reqwest::Url::parse_with_params(&format!("{base}/api/v1/query"), &params)
+        .with_context(|| format!("`{}` is not a valid --admin-url", args.admin_url))?;
+    let response = reqwest::get(url).await.with_context(|| format!("cannot reach otelscale at {base}"))?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.context("reading the server's answer")?;
+    if !status.is_success() {
+        let message = body.get("error").and_then(|e| e.as_str()).unwrap_or("unknown error");
+        anyhow::bail!("{message}");
+    }
+    let value = body.get("value").and_then(serde_json::Value::as_f64).context("answer has no value")?;
+    let matched = body.get("matchedSeries").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    println!("{value}");
+    eprintln!("matched series: {matched}");
+    Ok(())
+}

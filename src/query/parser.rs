@@ -1,0 +1,1102 @@
+//! The `metricQuery` parser: turns the text a ScaledObject carries in its `metricQuery` field,
+//! e.g. `avg(vllm:num_requests_waiting{model_name=~"llama.*"})`, into a [`MetricQuery`].
+//!
+//! Grammar (whitespace is allowed around every token):
+//!
+//! ```text
+//! query       = [ aggregation "(" ] metric_name [ matchers ] [ ")" ]   ; ")" if and only if "("
+//! aggregation = "sum" | "avg" | "min" | "max" | "count"                ; "sum" when absent
+//! matchers    = "{" [ matcher { "," matcher } [ "," ] ] "}"
+//! matcher     = label_name ( "=" | "!=" | "=~" | "!~" ) value
+//! label_name  = bare_name | quoted_string                              ; bare: A-Z a-z 0-9 _ : . - /
+//! metric_name = bare_name
+//! value       = bare_value | quoted_string                             ; bare value may be empty
+//! ```
+//!
+//! A bare value runs up to `,`, `}`, `)` or whitespace and may not contain `= ! ~ { ( " '`. A quoted
+//! string uses `"` or `'`; inside it `\"`, `\'`, `\\`, `\n` and `\t` are escapes, and a backslash
+//! before any other character is kept together with that character, so regexes such as `"\d+\.\d"`
+//! mean what they say. An aggregation word not followed by `(` is an ordinary metric name (`count`).
+//!
+//! Compatibility: every query Kedify's otel-add-on accepts whose label names and values contain no
+//! whitespace and whose values do not start with `~` parses here with the same meaning (quotes
+//! around names and values are stripped, `a=` means the empty value). On top of that this parser
+//! accepts Prometheus's `!=`, `=~` and `!~` (regexes fully anchored, as in Prometheus) and `{}`.
+//!
+//! The query comes from a client, so the parser never panics, bounds the query length, the matcher
+//! count and every regex ([`QueryLimits`]), and answers a bad query with a [`ParseError`] carrying
+//! the byte position and a message that names the problem.
+
+use std::fmt::{self, Write as _};
+
+use regex::{Regex, RegexBuilder};
+
+use crate::store::normalize_metric_name;
+
+/// Limits on what a client may put in a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// Longest accepted query, in bytes; checked before any parsing.
+    pub query_bytes_max: usize,
+    /// Most label matchers in one query.
+    pub matchers_max: usize,
+    /// Longest accepted regex source (after unquoting), in bytes.
+    pub regex_bytes_max: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits { query_bytes_max: 4096, matchers_max: 64, regex_bytes_max: 1024 }
+    }
+}
+
+/// Cap on the compiled program of one regex (`RegexBuilder::size_limit`): a short source such as
+/// `(a{100}){100}` can still compile into something huge.
+const REGEX_COMPILED_BYTES_MAX: usize = 1 << 20;
+/// Cap on the lazy-DFA cache of one regex (`RegexBuilder::dfa_size_limit`).
+const REGEX_DFA_CACHE_BYTES_MAX: usize = 1 << 20;
+/// Every regex is compiled as `^(?:source)$`, fully anchored like Prometheus.
+const REGEX_ANCHOR_PREFIX: &str = "^(?:";
+const REGEX_ANCHOR_SUFFIX: &str = ")$";
+/// Longest excerpt of client text quoted in an error message, in chars.
+const ERROR_EXCERPT_CHARS_MAX: usize = 40;
+
+/// How the values of all matching series are combined into one number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregation {
+    Sum,
+    Avg,
+    Min,
+    Max,
+    Count,
+}
+
+impl Aggregation {
+    /// Every aggregation, in the order they are listed in error messages.
+    pub const ALL: [Aggregation; 5] =
+        [Aggregation::Sum, Aggregation::Avg, Aggregation::Min, Aggregation::Max, Aggregation::Count];
+
+    /// The word for this aggregation in a query: `sum`, `avg`, `min`, `max` or `count`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Aggregation::Sum => "sum",
+            Aggregation::Avg => "avg",
+            Aggregation::Min => "min",
+            Aggregation::Max => "max",
+            Aggregation::Count => "count",
+        }
+    }
+
+    /// The aggregation spelled `word` (case-sensitive, as in Kedify and Prometheus).
+    fn from_word(word: &str) -> Option<Aggregation> {
+        Aggregation::ALL.into_iter().find(|aggregation| aggregation.as_str() == word)
+    }
+}
+
+impl fmt::Display for Aggregation {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// A parsed `metricQuery`.
+///
+/// Its [`Display`](fmt::Display) form is canonical (`sum(m{a="1"})`, aggregation always written,
+/// values always quoted) and parses back to the same query.
+#[derive(Debug, Clone)]
+pub struct MetricQuery {
+    pub aggregation: Aggregation,
+    /// Already normalized with [`crate::store::normalize_metric_name`] (`.` and `/` become `_`).
+    pub metric_name: String,
+    pub matchers: Vec<LabelMatcher>,
+}
+
+impl fmt::Display for MetricQuery {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}({}", self.aggregation, self.metric_name)?;
+        if !self.matchers.is_empty() {
+            formatter.write_char('{')?;
+            for (matcher_idx, matcher) in self.matchers.iter().enumerate() {
+                if matcher_idx > 0 {
+                    formatter.write_str(", ")?;
+                }
+                write!(formatter, "{matcher}")?;
+            }
+            formatter.write_char('}')?;
+        }
+        formatter.write_char(')')
+    }
+}
+
+/// One `label op value` condition a series must meet to be part of the query.
+#[derive(Debug, Clone)]
+pub struct LabelMatcher {
+    pub label_name: String,
+    pub kind: MatchKind,
+}
+
+/// The operator of a [`LabelMatcher`] with its value. Regexes are compiled fully anchored.
+#[derive(Debug, Clone)]
+pub enum MatchKind {
+    Equal(String),
+    NotEqual(String),
+    RegexMatch(Regex),
+    RegexNoMatch(Regex),
+}
+
+impl MatchKind {
+    /// The operator as written in a query: `=`, `!=`, `=~` or `!~`.
+    pub fn operator(&self) -> &'static str {
+        match self {
+            MatchKind::Equal(_) => "=",
+            MatchKind::NotEqual(_) => "!=",
+            MatchKind::RegexMatch(_) => "=~",
+            MatchKind::RegexNoMatch(_) => "!~",
+        }
+    }
+
+    /// The value as the client wrote it, after unquoting; for a regex, its source without the
+    /// anchoring the parser adds.
+    pub fn value_source(&self) -> &str {
+        match self {
+            MatchKind::Equal(value) | MatchKind::NotEqual(value) => value,
+            MatchKind::RegexMatch(regex) | MatchKind::RegexNoMatch(regex) => {
+                let anchored_source = regex.as_str();
+                anchored_source
+                    .strip_prefix(REGEX_ANCHOR_PREFIX)
+                    .and_then(|source| source.strip_suffix(REGEX_ANCHOR_SUFFIX))
+                    .unwrap_or(anchored_source)
+            }
+        }
+    }
+}
+
+impl LabelMatcher {
+    /// Whether a series whose label `label_name` has `value` meets this matcher.
+    ///
+    /// Prometheus semantics: `value` is `None` when the series lacks the label, which is treated
+    /// as the empty string: `k=v` (v non-empty) does not match a series without k; `k!=v` does;
+    /// `k=""` matches a series without k; `k=~re` / `k!~re` test the empty string when the label
+    /// is missing.
+    pub fn matches(&self, value: Option<&str>) -> bool {
+        let value = value.unwrap_or("");
+        match &self.kind {
+            MatchKind::Equal(expected) => value == expected,
+            MatchKind::NotEqual(expected) => value != expected,
+            MatchKind::RegexMatch(regex) => regex.is_match(value),
+            MatchKind::RegexNoMatch(regex) => !regex.is_match(value),
+        }
+    }
+}
+
+impl fmt::Display for LabelMatcher {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.label_name.is_empty() && self.label_name.chars().all(is_bare_name_char) {
+            formatter.write_str(&self.label_name)?;
+        } else {
+            write_quoted(formatter, &self.label_name)?;
+        }
+        formatter.write_str(self.kind.operator())?;
+        write_quoted(formatter, self.kind.value_source())
+    }
+}
+
+/// Writes `text` as a double-quoted string that the parser reads back as `text`.
+fn write_quoted(formatter: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    formatter.write_char('"')?;
+    for character in text.chars() {
+        match character {
+            '"' => formatter.write_str("\\\"")?,
+            '\\' => formatter.write_str("\\\\")?,
+            '\n' => formatter.write_str("\\n")?,
+            '\t' => formatter.write_str("\\t")?,
+            other => formatter.write_char(other)?,
+        }
+    }
+    formatter.write_char('"')
+}
+
+/// A query the parser rejected: where (byte offset into the query) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid metricQuery at byte {position}: {message}")]
+pub struct ParseError {
+    pub position: usize,
+    pub message: String,
+}
+
+/// Parses a `metricQuery` (see the module docs for the grammar), within `limits`.
+pub fn parse_metric_query(query: &str, limits: &QueryLimits) -> Result<MetricQuery, ParseError> {
+    if query.len() > limits.query_bytes_max {
+        return Err(ParseError {
+            position: limits.query_bytes_max,
+            message: format!(
+                "query is {} bytes long, more than the limit of {} bytes",
+                query.len(),
+                limits.query_bytes_max
+            ),
+        });
+    }
+    let mut parser = QueryParser { query, position: 0, limits: *limits };
+    parser.parse_query()
+}
+
+/// Characters of a bare metric or label name.
+fn is_bare_name_char(character: char) -> bool {
+    character.is_ascii_alphanumeric() || matches!(character, '_' | ':' | '.' | '-' | '/')
+}
+
+fn is_quote(character: char) -> bool {
+    matches!(character, '"' | '\'')
+}
+
+/// Characters that end a bare value (and are left for the caller to read).
+fn ends_bare_value(character: char) -> bool {
+    matches!(character, ',' | '}' | ')') || character.is_whitespace()
+}
+
+/// Characters that may not appear in a bare value at all: they would make the query ambiguous.
+fn is_forbidden_in_bare_value(character: char) -> bool {
+    matches!(character, '=' | '!' | '~' | '{' | '(') || is_quote(character)
+}
+
+/// `text` between backticks for an error message, shortened and with control characters escaped.
+fn quote_for_message(text: &str) -> String {
+    let mut quoted = String::from("`");
+    for (char_idx, character) in text.chars().enumerate() {
+        if char_idx == ERROR_EXCERPT_CHARS_MAX {
+            quoted.push('…');
+            break;
+        }
+        if character.is_control() {
+            quoted.extend(character.escape_debug());
+        } else {
+            quoted.push(character);
+        }
+    }
+    quoted.push('`');
+    quoted
+}
+
+/// The label-matcher operators, before their value is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MatchOperator {
+    Equal,
+    NotEqual,
+    RegexMatch,
+    RegexNoMatch,
+}
+
+impl MatchOperator {
+    fn byte_len(self) -> usize {
+        match self {
+            MatchOperator::Equal => 1,
+            MatchOperator::NotEqual | MatchOperator::RegexMatch | MatchOperator::RegexNoMatch => 2,
+        }
+    }
+}
+
+/// A cursor over the query. `position` is a byte offset that only ever moves by whole chars,
+/// so it always sits on a char boundary; slicing still goes through `get` so that a broken
+/// invariant is a wrong answer, never a panic.
+struct QueryParser<'query> {
+    query: &'query str,
+    position: usize,
+    limits: QueryLimits,
+}
+
+impl<'query> QueryParser<'query> {
+    fn rest(&self) -> &'query str {
+        self.query.get(self.position..).unwrap_or("")
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.rest().chars().next()
+    }
+
+    fn peek_second(&self) -> Option<char> {
+        self.rest().chars().nth(1)
+    }
+
+    fn bump(&mut self) -> Option<char> {
+        let character = self.peek()?;
+        self.position += character.len_utf8();
+        Some(character)
+    }
+
+    fn skip_whitespace(&mut self) {
+        while self.peek().is_some_and(char::is_whitespace) {
+            self.bump();
+        }
+    }
+
+    fn take_while(&mut self, keep: impl Fn(char) -> bool) -> &'query str {
+        let start = self.position;
+        while self.peek().is_some_and(&keep) {
+            self.bump();
+        }
+        self.query.get(start..self.position).unwrap_or("")
+    }
+
+    fn error_at(&self, position: usize, message: String) -> ParseError {
+        ParseError { position, message }
+    }
+
+    fn error_here(&self, message: String) -> ParseError {
+        self.error_at(self.position, message)
+    }
+
+    /// The next char for an error message: "`x`" or "the end of the query".
+    fn describe_next_char(&self) -> String {
+        match self.peek() {
+            None => "the end of the query".to_string(),
+            Some(character) => quote_for_message(character.encode_utf8(&mut [0; 4])),
+        }
+    }
+
+    /// The rest of the query (trailing whitespace dropped) for an error message.
+    fn describe_rest(&self) -> String {
+        let rest = self.rest().trim_end();
+        if rest.is_empty() {
+            "the end of the query".to_string()
+        } else {
+            quote_for_message(rest)
+        }
+    }
+
+    fn parse_query(&mut self) -> Result<MetricQuery, ParseError> {
+        self.skip_whitespace();
+        if self.peek().is_none() {
+            return Err(self.error_here("empty query".to_string()));
+        }
+
+        let first_word_position = self.position;
+        let first_word = self.take_while(is_bare_name_char);
+        if first_word.is_empty() {
+            return Err(self.error_here(format!(
+                "expected a metric name or an aggregation (`sum`, `avg`, `min`, `max`, `count`), \
+                 found {}",
+                self.describe_next_char()
+            )));
+        }
+        self.skip_whitespace();
+
+        let opened_aggregation = match Aggregation::from_word(first_word) {
+            Some(aggregation) if self.peek() == Some('(') => {
+                self.bump();
+                Some(aggregation)
+            }
+            _ => None,
+        };
+        if opened_aggregation.is_none() && self.peek() == Some('(') {
+            return Err(self.error_at(
+                first_word_position,
+                format!(
+                    "unknown aggregation {}: expected `sum`, `avg`, `min`, `max` or `count`",
+                    quote_for_message(first_word)
+                ),
+            ));
+        }
+
+        let metric_name = match opened_aggregation {
+            None => first_word,
+            Some(aggregation) => {
+                self.skip_whitespace();
+                let metric_name = self.take_while(is_bare_name_char);
+                if metric_name.is_empty() {
+                    return Err(self.error_here(format!(
+                        "expected a metric name after `{aggregation}(`, found {}",
+                        self.describe_next_char()
+                    )));
+                }
+                self.skip_whitespace();
+                metric_name
+            }
+        };
+
+        let matchers = if self.peek() == Some('{') { self.parse_matcher_list()? } else { Vec::new() };
+        self.skip_whitespace();
+
+        if let Some(aggregation) = opened_aggregation {
+            match self.peek() {
+                Some(')') => {
+                    self.bump();
+                    self.skip_whitespace();
+                }
+                None => {
+                    return Err(self.error_here(format!("missing closing `)` for `{aggregation}(`")));
+                }
+                Some(_) => {
+                    return Err(self.error_here(format!(
+                        "missing closing `)` for `{aggregation}(`, found {}",
+                        self.describe_rest()
+                    )));
+                }
+            }
+        }
+
+        if !self.rest().is_empty() {
+            return Err(self.error_here(format!("unexpected trailing input {}", self.describe_rest())));
+        }
+
+        Ok(MetricQuery {
+            aggregation: opened_aggregation.unwrap_or(Aggregation::Sum),
+            metric_name: normalize_metric_name(metric_name),
+            matchers,
+        })
+    }
+
+    /// Parses `{ matcher, ... }`; the cursor is on the `{`.
+    fn parse_matcher_list(&mut self) -> Result<Vec<LabelMatcher>, ParseError> {
+        self.bump();
+        let mut matchers = Vec::new();
+        loop {
+            self.skip_whitespace();
+            match self.peek() {
+                None => return Err(self.unclosed_brace_error()),
+                Some('}') => {
+                    self.bump();
+                    return Ok(matchers);
+                }
+                Some(_) => {}
+            }
+            if matchers.len() >= self.limits.matchers_max {
+                return Err(self
+                    .error_here(format!("too many label matchers: at most {} are allowed", self.limits.matchers_max)));
+            }
+            let matcher = self.parse_matcher()?;
+            self.skip_whitespace();
+            match self.peek() {
+                Some(',') => {
+                    self.bump();
+                }
+                Some('}') => {
+                    self.bump();
+                    matchers.push(matcher);
+                    return Ok(matchers);
+                }
+                None | Some(')') => return Err(self.unclosed_brace_error()),
+                Some(_) => {
+                    return Err(self.error_here(format!(
+                        "expected `,` or `}}` after the matcher for label {}, found {}",
+                        quote_for_message(&matcher.label_name),
+                        self.describe_next_char()
+                    )));
+                }
+            }
+            matchers.push(matcher);
+        }
+    }
+
+    fn unclosed_brace_error(&self) -> ParseError {
+        match self.peek() {
+            None => self.error_here("unclosed `{`: expected `}`".to_string()),
+            Some(_) => self.error_here(format!("unclosed `{{`: expected `}}`, found {}", self.describe_next_char())),
+        }
+    }
+
+    /// Parses `label op value`; the cursor is on the first char of the label name.
+    fn parse_matcher(&mut self) -> Result<LabelMatcher, ParseError> {
+        let label_name_position = self.position;
+        let label_name = if self.peek().is_some_and(is_quote) {
+            let label_name = self.parse_quoted_string()?;
+            if label_name.is_empty() {
+                return Err(self.error_at(label_name_position, "empty label name `\"\"`".to_string()));
+            }
+            label_name
+        } else {
+            let label_name = self.take_while(is_bare_name_char);
+            if label_name.is_empty() {
+                return Err(self.error_here(format!("expected a label name, found {}", self.describe_next_char())));
+            }
+            label_name.to_string()
+        };
+        self.skip_whitespace();
+
+        let operator = match (self.peek(), self.peek_second()) {
+            (Some('='), Some('~')) => MatchOperator::RegexMatch,
+            (Some('='), _) => MatchOperator::Equal,
+            (Some('!'), Some('=')) => MatchOperator::NotEqual,
+            (Some('!'), Some('~')) => MatchOperator::RegexNoMatch,
+            _ => {
+                return Err(self.error_here(format!(
+                    "expected `=`, `!=`, `=~` or `!~` after label name {}, found {}",
+                    quote_for_message(&label_name),
+                    self.describe_next_char()
+                )));
+            }
+        };
+        self.position += operator.byte_len();
+        self.skip_whitespace();
+
+        let value_position = self.position;
+        let value = self.parse_value(&label_name)?;
+        let kind = match operator {
+            MatchOperator::Equal => MatchKind::Equal(value),
+            MatchOperator::NotEqual => MatchKind::NotEqual(value),
+            MatchOperator::RegexMatch => {
+                MatchKind::RegexMatch(self.compile_anchored_regex(&label_name, &value, value_position)?)
+            }
+            MatchOperator::RegexNoMatch => {
+                MatchKind::RegexNoMatch(self.compile_anchored_regex(&label_name, &value, value_position)?)
+            }
+        };
+        Ok(LabelMatcher { label_name, kind })
+    }
+
+    /// Parses a quoted or bare value. An empty bare value (`a=`, `a=,`) is the empty string, as in
+    /// Kedify's otel-add-on.
+    fn parse_value(&mut self, label_name: &str) -> Result<String, ParseError> {
+        if self.peek().is_some_and(is_quote) {
+            return self.parse_quoted_string();
+        }
+        let start = self.position;
+        while let Some(character) = self.peek() {
+            if ends_bare_value(character) {
+                break;
+            }
+            if is_forbidden_in_bare_value(character) {
+                return Err(self.error_here(format!(
+                    "unexpected {} in value of label {}; quote the value to use it",
+                    quote_for_message(character.encode_utf8(&mut [0; 4])),
+                    quote_for_message(label_name)
+                )));
+            }
+            self.bump();
+        }
+        Ok(self.query.get(start..self.position).unwrap_or("").to_string())
+    }
+
+    /// Parses a string in `"` or `'`; the cursor is on the opening quote.
+    fn parse_quoted_string(&mut self) -> Result<String, ParseError> {
+        let opening_quote_position = self.position;
+        let quote = self.bump().unwrap_or('"');
+        let unterminated = |parser: &Self| {
+            parser.error_at(opening_quote_position, format!("unterminated quoted string: expected a closing `{quote}`"))
+        };
+        let mut text = String::new();
+        loop {
+            match self.bump() {
+                None => return Err(unterminated(self)),
+                Some(character) if character == quote => return Ok(text),
+                Some('\\') => match self.bump() {
+                    None => return Err(unterminated(self)),
+                    Some('n') => text.push('\n'),
+                    Some('t') => text.push('\t'),
+                    Some(escaped @ ('"' | '\'' | '\\')) => text.push(escaped),
+                    Some(other) => {
+                        text.push('\\');
+                        text.push(other);
+                    }
+                },
+                Some(character) => text.push(character),
+            }
+        }
+    }
+
+    /// Compiles `regex_source` as `^(?:regex_source)$`.
+    fn compile_anchored_regex(
+        &self,
+        label_name: &str,
+        regex_source: &str,
+        value_position: usize,
+    ) -> Result<Regex, ParseError> {
+        if regex_source.len() > self.limits.regex_bytes_max {
+            return Err(self.error_at(
+                value_position,
+                format!(
+                    "regex for label {} is {} bytes long, more than the limit of {} bytes",
+                    quote_for_message(label_name),
+                    regex_source.len(),
+                    self.limits.regex_bytes_max
+                ),
+            ));
+        }
+        let compile = |pattern: &str| {
+            RegexBuilder::new(pattern)
+                .size_limit(REGEX_COMPILED_BYTES_MAX)
+                .dfa_size_limit(REGEX_DFA_CACHE_BYTES_MAX)
+                .build()
+        };
+        let invalid_regex = |regex_error: regex::Error| {
+            self.error_at(
+                value_position,
+                format!(
+                    "invalid regex {} for label {}: {}",
+                    quote_for_message(regex_source),
+                    quote_for_message(label_name),
+                    summarize_regex_error(&regex_error)
+                ),
+            )
+        };
+        // The source must be a complete regex on its own: otherwise `a)|(b` would close the
+        // anchoring group early and compile into the unanchored `^(?:a)|(b)$`.
+        compile(regex_source).map_err(invalid_regex)?;
+        compile(&format!("{REGEX_ANCHOR_PREFIX}{regex_source}{REGEX_ANCHOR_SUFFIX}")).map_err(invalid_regex)
+    }
+}
+
+/// One line out of a `regex::Error`, whose syntax errors span several lines (pattern, carets,
+/// then `error: ...`).
+fn summarize_regex_error(regex_error: &regex::Error) -> String {
+    match regex_error {
+        regex::Error::Syntax(full_text) => {
+            let error_line = full_text.lines().filter_map(|line| line.trim().strip_prefix("error:")).next_back();
+            match error_line {
+                Some(error_line) => error_line.trim().to_string(),
+                None => full_text.split_whitespace().collect::<Vec<_>>().join(" "),
+            }
+        }
+        regex::Error::CompiledTooBig(bytes_max) => {
+            format!("the compiled regex would be larger than the limit of {bytes_max} bytes")
+        }
+        other => other.to_string().split_whitespace().collect::<Vec<_>>().join(" "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse_with_default_limits(query: &str) -> Result<MetricQuery, ParseError> {
+        parse_metric_query(query, &QueryLimits::default())
+    }
+
+    fn rendered_matchers(metric_query: &MetricQuery) -> Vec<String> {
+        metric_query.matchers.iter().map(ToString::to_string).collect()
+    }
+
+    /// (query, aggregation, normalized metric name, matchers rendered canonically)
+    #[rustfmt::skip]
+    const ACCEPTED_QUERIES: &[(&str, Aggregation, &str, &[&str])] = &[
+        // Kedify otel-add-on's own examples.
+        ("avg(metric_foo_bar{a=1, b=2})", Aggregation::Avg, "metric_foo_bar", &[r#"a="1""#, r#"b="2""#]),
+        ("avg(metric_foo_bar{a=\"1\", b=\"2\"})", Aggregation::Avg, "metric_foo_bar", &[r#"a="1""#, r#"b="2""#]),
+        ("metric_foo{a=1, b=2, c=5}", Aggregation::Sum, "metric_foo", &[r#"a="1""#, r#"b="2""#, r#"c="5""#]),
+        ("count(metric_foo{ahoj=cau})", Aggregation::Count, "metric_foo", &[r#"ahoj="cau""#]),
+        ("min(metric_foo{ahoj=cau})", Aggregation::Min, "metric_foo", &[r#"ahoj="cau""#]),
+        ("max(metric_foo)", Aggregation::Max, "metric_foo", &[]),
+        ("hello", Aggregation::Sum, "hello", &[]),
+        ("  min( m { a = b } )  ", Aggregation::Min, "m", &[r#"a="b""#]),
+        ("sum(gpu.temperature{k8s.namespace.name=ml})", Aggregation::Sum, "gpu_temperature", &[r#"k8s.namespace.name="ml""#]),
+        ("vllm:num_requests_waiting{model_name=~\"llama.*\"}", Aggregation::Sum, "vllm:num_requests_waiting", &[r#"model_name=~"llama.*""#]),
+        ("m{a='single', b=\"double\"}", Aggregation::Sum, "m", &[r#"a="single""#, r#"b="double""#]),
+        ("m{a=}", Aggregation::Sum, "m", &[r#"a="""#]),
+        ("m{a= , b=2}", Aggregation::Sum, "m", &[r#"a="""#, r#"b="2""#]),
+        ("m{\"a\"=1, 'b'=2}", Aggregation::Sum, "m", &[r#"a="1""#, r#"b="2""#]),
+        // Aggregation words are metric names unless `(` follows.
+        ("count", Aggregation::Sum, "count", &[]),
+        ("sum_total", Aggregation::Sum, "sum_total", &[]),
+        ("count{a=1}", Aggregation::Sum, "count", &[r#"a="1""#]),
+        ("avg(count)", Aggregation::Avg, "count", &[]),
+        ("max (m)", Aggregation::Max, "m", &[]),
+        ("\tavg\n(\nm\n{\na\n=\n1\n}\n)\n", Aggregation::Avg, "m", &[r#"a="1""#]),
+        // Names, normalization and bare values.
+        ("http.server/duration", Aggregation::Sum, "http_server_duration", &[]),
+        ("m-1:x", Aggregation::Sum, "m-1:x", &[]),
+        ("m{url=/path/to-x:8080*, v=1.5e-3}", Aggregation::Sum, "m", &[r#"url="/path/to-x:8080*""#, r#"v="1.5e-3""#]),
+        ("m{a=héllo}", Aggregation::Sum, "m", &[r#"a="héllo""#]),
+        ("m{a:b=1}", Aggregation::Sum, "m", &[r#"a:b="1""#]),
+        ("m{\"with space\"=1}", Aggregation::Sum, "m", &[r#""with space"="1""#]),
+        // Matcher lists.
+        ("m{}", Aggregation::Sum, "m", &[]),
+        ("sum(m{ })", Aggregation::Sum, "m", &[]),
+        ("m{a=1,}", Aggregation::Sum, "m", &[r#"a="1""#]),
+        ("m{a=1 , b=2 ,}", Aggregation::Sum, "m", &[r#"a="1""#, r#"b="2""#]),
+        ("m{a=1, a!=2}", Aggregation::Sum, "m", &[r#"a="1""#, r#"a!="2""#]),
+        // Operators and quoting.
+        ("m{a!=x, b=~\"re\", c!~'r.*'}", Aggregation::Sum, "m", &[r#"a!="x""#, r#"b=~"re""#, r#"c!~"r.*""#]),
+        ("m{a !=x, b =~ re}", Aggregation::Sum, "m", &[r#"a!="x""#, r#"b=~"re""#]),
+        ("m{a=\"\"}", Aggregation::Sum, "m", &[r#"a="""#]),
+        ("m{a=\"x, y} )\"}", Aggregation::Sum, "m", &[r#"a="x, y} )""#]),
+        ("m{a=\"q\\\"q\\'q\\\\q\"}", Aggregation::Sum, "m", &[r#"a="q\"q'q\\q""#]),
+        ("m{a='it\\'s \"fine\"'}", Aggregation::Sum, "m", &[r#"a="it's \"fine\"""#]),
+        ("m{a=\"tab\\there\\nnewline\"}", Aggregation::Sum, "m", &[r#"a="tab\there\nnewline""#]),
+        ("m{re=~\"\\d+\\.\\d\"}", Aggregation::Sum, "m", &[r#"re=~"\\d+\\.\\d""#]),
+        ("m{re=~\"\\\\d+\"}", Aggregation::Sum, "m", &[r#"re=~"\\d+""#]),
+    ];
+
+    /// (query, substring the error message must contain)
+    #[rustfmt::skip]
+    const REJECTED_QUERIES: &[(&str, &str)] = &[
+        // Kedify otel-add-on's own examples.
+        ("avg(metric_foo_bar{a=1, b=2=2})", "unexpected `=` in value of label `b`"),
+        ("avg(metric_foo_bar{a=1, b=2)", "unclosed `{`: expected `}`, found `)`"),
+        ("metric_foo_bara=1, b=2})", "unexpected trailing input `=1, b=2})`"),
+        ("avg(metric_foo_bar{a:1})", "expected `=`, `!=`, `=~` or `!~` after label name `a:1`, found `}`"),
+        // Empty and incomplete queries.
+        ("", "empty query"),
+        (" \t\n ", "empty query"),
+        ("avg()", "expected a metric name after `avg(`, found `)`"),
+        ("avg(", "expected a metric name after `avg(`, found the end of the query"),
+        ("avg(m", "missing closing `)` for `avg(`"),
+        ("avg(m{a=1}", "missing closing `)` for `avg(`"),
+        ("avg(m x)", "missing closing `)` for `avg(`, found `x)`"),
+        ("m{a=1", "unclosed `{`: expected `}`"),
+        ("m{", "unclosed `{`: expected `}`"),
+        ("m{a=\"unterminated}", "unterminated quoted string: expected a closing `\"`"),
+        ("m{a='x\\'}", "unterminated quoted string: expected a closing `'`"),
+        ("m{a=\"x\\", "unterminated quoted string"),
+        // Trailing input.
+        ("m} ", "unexpected trailing input `}`"),
+        ("m{a=1} extra", "unexpected trailing input `extra`"),
+        ("avg(m))", "unexpected trailing input `)`"),
+        ("m)", "unexpected trailing input `)`"),
+        ("avg(m) m", "unexpected trailing input `m`"),
+        // Names and aggregations.
+        ("{a=1}", "expected a metric name or an aggregation"),
+        ("rate(m)", "unknown aggregation `rate`"),
+        ("Sum(m)", "unknown aggregation `Sum`"),
+        ("m{a}", "after label name `a`, found `}`"),
+        ("m{a!b}", "after label name `a`, found `!`"),
+        ("m{,}", "expected a label name, found `,`"),
+        ("m{a=1,,b=2}", "expected a label name, found `,`"),
+        ("m{\"\"=1}", "empty label name"),
+        // Values.
+        ("m{a=1 b=2}", "expected `,` or `}` after the matcher for label `a`, found `b`"),
+        ("m{a=\"x\"y}", "expected `,` or `}` after the matcher for label `a`, found `y`"),
+        ("m{a==b}", "unexpected `=` in value of label `a`"),
+        ("m{a=b(c)}", "unexpected `(` in value of label `a`"),
+        ("m{a=x\"}", "unexpected `\"` in value of label `a`"),
+        ("m{a=x{}", "unexpected `{` in value of label `a`"),
+        ("m{a=b~c}", "unexpected `~` in value of label `a`"),
+        // Regexes.
+        ("m{a=~\"(\"}", "invalid regex `(` for label `a`: unclosed group"),
+        ("m{a!~\"[z-a]\"}", "invalid regex `[z-a]` for label `a`"),
+        ("m{a=~\"a)|(b\"}", "invalid regex `a)|(b` for label `a`"),
+        ("m{a=~\"\\\"}", "unterminated quoted string"),
+        ("m{a=~\"((a{100}){100}){100}\"}", "larger than the limit"),
+    ];
+
+    #[test]
+    fn accepted_queries_parse_to_expected_parts() {
+        for &(query, expected_aggregation, expected_metric_name, expected_matchers) in ACCEPTED_QUERIES {
+            let metric_query = parse_with_default_limits(query)
+                .unwrap_or_else(|parse_error| panic!("query {query:?} was rejected: {parse_error}"));
+            assert_eq!(metric_query.aggregation, expected_aggregation, "aggregation of {query:?}");
+            assert_eq!(metric_query.metric_name, expected_metric_name, "metric name of {query:?}");
+            assert_eq!(rendered_matchers(&metric_query), expected_matchers, "matchers of {query:?}");
+        }
+    }
+
+    #[test]
+    fn rejected_queries_name_the_problem() {
+        for &(query, expected_message_part) in REJECTED_QUERIES {
+            match parse_with_default_limits(query) {
+                Ok(metric_query) => panic!("query {query:?} was accepted as {metric_query}"),
+                Err(parse_error) => {
+                    assert!(
+                        parse_error.message.contains(expected_message_part),
+                        "error for {query:?} is {:?}, expected it to contain {expected_message_part:?}",
+                        parse_error.message
+                    );
+                    assert!(parse_error.position <= query.len(), "position of error for {query:?} is past the end");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn errors_point_at_the_offending_byte() {
+        let cases: &[(&str, usize)] = &[
+            ("avg(metric_foo_bar{a=1, b=2=2})", 27),
+            ("avg(metric_foo_bar{a:1})", 22),
+            ("m{a=1} extra", 7),
+            ("avg(m", 5),
+            ("m{a=\"unterminated}", 4),
+            ("m{a=~\"(\"}", 5),
+            ("rate(m)", 0),
+        ];
+        for &(query, expected_position) in cases {
+            let parse_error = parse_with_default_limits(query).err();
+            assert_eq!(parse_error.map(|parse_error| parse_error.position), Some(expected_position), "{query:?}");
+        }
+    }
+
+    #[test]
+    fn error_display_names_position_and_problem() {
+        let parse_error = parse_with_default_limits("m{a=1} extra").err();
+        assert_eq!(
+            parse_error.map(|parse_error| parse_error.to_string()),
+            Some("invalid metricQuery at byte 7: unexpected trailing input `extra`".to_string())
+        );
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let limits = QueryLimits { query_bytes_max: 20, matchers_max: 2, regex_bytes_max: 4 };
+        let cases: &[(&str, &str)] = &[
+            ("m{a=1, b=2, c=3, d=4}", "query is 21 bytes long, more than the limit of 20 bytes"),
+            ("m{a=1, b=2, c=3}", "too many label matchers: at most 2 are allowed"),
+            ("m{a=~\"abcde\"}", "regex for label `a` is 5 bytes long, more than the limit of 4 bytes"),
+        ];
+        for &(query, expected_message_part) in cases {
+            let message = parse_metric_query(query, &limits).err().map(|parse_error| parse_error.message);
+            assert!(
+                message.as_deref().is_some_and(|message| message.contains(expected_message_part)),
+                "error for {query:?} is {message:?}, expected it to contain {expected_message_part:?}"
+            );
+        }
+        for query in ["m{a=1, b=2}", "m{a=1, b=2,}", "m{a=~\"abcd\"}", "avg(abcdefghijklmn)"] {
+            assert!(parse_metric_query(query, &limits).is_ok(), "{query:?} is within the limits");
+        }
+        let no_matchers_allowed = QueryLimits { matchers_max: 0, ..QueryLimits::default() };
+        assert!(parse_metric_query("m{}", &no_matchers_allowed).is_ok());
+        assert!(parse_metric_query("m{a=1}", &no_matchers_allowed).is_err());
+    }
+
+    #[test]
+    fn default_limits_match_the_documented_values() {
+        assert_eq!(
+            QueryLimits::default(),
+            QueryLimits { query_bytes_max: 4096, matchers_max: 64, regex_bytes_max: 1024 }
+        );
+    }
+
+    #[test]
+    fn aggregation_words_round_trip() {
+        for aggregation in Aggregation::ALL {
+            assert_eq!(Aggregation::from_word(aggregation.as_str()), Some(aggregation));
+            let metric_query = parse_with_default_limits(&format!("{aggregation}(m)"));
+            assert_eq!(metric_query.map(|metric_query| metric_query.aggregation), Ok(aggregation));
+        }
+    }
+
+    fn single_matcher(matcher_text: &str) -> LabelMatcher {
+        let metric_query = parse_with_default_limits(&format!("m{{{matcher_text}}}"))
+            .unwrap_or_else(|parse_error| panic!("matcher {matcher_text:?} was rejected: {parse_error}"));
+        match <[LabelMatcher; 1]>::try_from(metric_query.matchers) {
+            Ok([matcher]) => matcher,
+            Err(matchers) => panic!("expected one matcher from {matcher_text:?}, got {matchers:?}"),
+        }
+    }
+
+    #[test]
+    fn matchers_follow_prometheus_semantics() {
+        // (matcher, label value or None when the series lacks the label, expected)
+        let cases: &[(&str, Option<&str>, bool)] = &[
+            ("a=v", Some("v"), true),
+            ("a=v", Some("w"), false),
+            ("a=v", Some(""), false),
+            ("a=v", None, false),
+            ("a=\"\"", None, true),
+            ("a=\"\"", Some(""), true),
+            ("a=\"\"", Some("x"), false),
+            ("a!=v", None, true),
+            ("a!=v", Some("w"), true),
+            ("a!=v", Some("v"), false),
+            ("a!=\"\"", None, false),
+            ("a!=\"\"", Some("x"), true),
+            // Regexes are fully anchored.
+            ("a=~\"b\"", Some("b"), true),
+            ("a=~\"b\"", Some("abc"), false),
+            ("a=~\"b\"", Some("bb"), false),
+            ("a=~\"b\"", None, false),
+            ("a=~\"b|abc\"", Some("abc"), true),
+            ("a=~\"a|ab\"", Some("ab"), true),
+            ("a=~\"llama.*\"", Some("llama-3-8b"), true),
+            ("a=~\"llama.*\"", Some("my-llama"), false),
+            ("a=~\".*\"", None, true),
+            ("a=~\".+\"", None, false),
+            ("a=~\"(?m)x\"", Some("x\ny"), false),
+            ("a!~\"b\"", Some("abc"), true),
+            ("a!~\"b\"", Some("b"), false),
+            ("a!~\"b\"", None, true),
+            ("a!~\".*\"", None, false),
+            ("a!~\".+\"", None, true),
+            ("a!~\".+\"", Some("x"), false),
+        ];
+        for &(matcher_text, label_value, expected) in cases {
+            let matcher = single_matcher(matcher_text);
+            assert_eq!(matcher.matches(label_value), expected, "{matcher_text} against {label_value:?}");
+        }
+    }
+
+    #[test]
+    fn regex_value_source_is_the_unanchored_source() {
+        let matcher = single_matcher("a=~\"x|y\"");
+        assert_eq!(matcher.kind.operator(), "=~");
+        assert_eq!(matcher.kind.value_source(), "x|y");
+        match &matcher.kind {
+            MatchKind::RegexMatch(regex) => assert_eq!(regex.as_str(), "^(?:x|y)$"),
+            other => panic!("expected a regex matcher, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn display_is_canonical() {
+        let cases: &[(&str, &str)] = &[
+            ("hello", "sum(hello)"),
+            ("  min( gpu.temp { a = b, c!~'x\\'y' } )  ", r#"min(gpu_temp{a="b", c!~"x'y"})"#),
+            ("m{}", "sum(m)"),
+        ];
+        for &(query, expected_rendering) in cases {
+            let rendered = parse_with_default_limits(query).map(|metric_query| metric_query.to_string());
+            assert_eq!(rendered.as_deref(), Ok(expected_rendering), "{query:?}");
+        }
+    }
+
+    /// Writes `text` between `quote`, escaping what the parser needs escaped.
+    fn quote_with_escapes(text: &str, quote: char) -> String {
+        let mut quoted = String::new();
+        quoted.push(quote);
+        for character in text.chars() {
+            match character {
+                '\\' => quoted.push_str("\\\\"),
+                '\n' => quoted.push_str("\\n"),
+                '\t' => quoted.push_str("\\t"),
+                other if other == quote => {
+                    quoted.push('\\');
+                    quoted.push(other);
+                }
+                other => quoted.push(other),
+            }
+        }
+        quoted.push(quote);
+        quoted
+    }
+
+    /// A valid query's parts and the text that spells them.
+    #[derive(Debug, Clone)]
+    struct GeneratedQuery {
+        text: String,
+        aggregation: Aggregation,
+        metric_name: String,
+        /// (label name, operator, value source: the regex source for `=~`/`!~`, original value)
+        matchers: Vec<(String, &'static str, String, String)>,
+    }
+
+    fn label_value_strategy() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => "[a-z0-9\"'\\\\,{}()=!~ \t\n.*é]{0,12}",
+            1 => any::<String>(),
+        ]
+    }
+
+    fn generated_query_strategy() -> impl Strategy<Value = GeneratedQuery> {
+        let aggregation = prop_oneof![Just(None), proptest::sample::select(Aggregation::ALL.to_vec()).prop_map(Some)];
+        let metric_name = "[a-zA-Z0-9_:./-]{1,20}";
+        let matcher = (
+            "[a-zA-Z0-9_:./-]{1,12}",
+            any::<bool>(),
+            0..4usize,
+            label_value_strategy(),
+            prop_oneof![Just('"'), Just('\'')],
+        );
+        let matchers = proptest::collection::vec(matcher, 0..8);
+        let whitespace = proptest::collection::vec("[ \t\n]{0,2}", 40);
+        (aggregation, metric_name, matchers, whitespace, any::<bool>(), any::<bool>()).prop_map(
+            |(aggregation, metric_name, matchers, whitespace, write_braces_when_empty, trailing_comma)| {
+                let mut whitespace_fragments = whitespace.into_iter().cycle();
+                let mut next_whitespace = move || whitespace_fragments.next().unwrap_or_default();
+                let mut text = next_whitespace();
+                if let Some(aggregation) = aggregation {
+                    text.push_str(aggregation.as_str());
+                    text.push_str(&next_whitespace());
+                    text.push('(');
+                    text.push_str(&next_whitespace());
+                }
+                text.push_str(&metric_name);
+                text.push_str(&next_whitespace());
+                let mut expected_matchers = Vec::new();
+                if !matchers.is_empty() || write_braces_when_empty {
+                    text.push('{');
+                    for (matcher_idx, (label_name, quote_label_name, operator_idx, value, quote)) in
+                        matchers.into_iter().enumerate()
+                    {
+                        if matcher_idx > 0 {
+                            text.push(',');
+                        }
+                        text.push_str(&next_whitespace());
+                        if quote_label_name {
+                            text.push_str(&quote_with_escapes(&label_name, quote));
+                        } else {
+                            text.push_str(&label_name);
+                        }
+                        text.push_str(&next_whitespace());
+                        let operator = ["=", "!=", "=~", "!~"][operator_idx];
+                        text.push_str(operator);
+                        text.push_str(&next_whitespace());
+                        let value_source = if operator.ends_with('~') { regex::escape(&value) } else { value.clone() };
+                        text.push_str(&quote_with_escapes(&value_source, quote));
+                        text.push_str(&next_whitespace());
+                        expected_matchers.push((label_name, operator, value_source, value));
+                    }
+                    if trailing_comma && !expected_matchers.is_empty() {
+                        text.push(',');
+                        text.push_str(&next_whitespace());
+                    }
+                    text.push('}');
+                    text.push_str(&next_whitespace());
+                }
+                if aggregation.is_some() {
+                    text.push(')');
+                    text.push_str(&next_whitespace());
+                }
+                GeneratedQuery {
+                    text,
+                    aggregation: aggregation.unwrap_or(Aggregation::Sum),
+                    metric_name: normalize_metric_name(&metric_name),
+                    matchers: expected_matchers,
+                }
+            },
+        )
+    }
+
+    fn roomy_limits() -> QueryLimits {
+        QueryLimits { query_bytes_max: 1 << 20, matchers_max: 64, regex_bytes_max: 1 << 16 }
+    }
+
+    /// A parsed query's canonical rendering must parse back to the same rendering.
+    fn assert_rendering_round_trips(metric_query: &MetricQuery) -> Result<(), TestCaseError> {
+        let rendered = metric_query.to_string();
+        let reparsed = parse_metric_query(&rendered, &roomy_limits());
+        prop_assert!(reparsed.is_ok(), "rendering {rendered:?} was rejected: {reparsed:?}");
+        let rerendered = reparsed.map(|reparsed| reparsed.to_string()).unwrap_or_default();
+        prop_assert_eq!(rerendered, rendered);
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_strings(
+            query in any::<String>(),
+            query_bytes_max in 0..64usize,
+            matchers_max in 0..4usize,
+            regex_bytes_max in 0..8usize,
+        ) {
+            let _ = parse_with_default_limits(&query);
+            let tight_limits = QueryLimits { query_bytes_max, matchers_max, regex_bytes_max };
+            let _ = parse_metric_query(&query, &tight_limits);
+        }
+
+        #[test]
+        fn never_panics_on_query_shaped_strings(query in "[ a-z0-9_:./{}()=!~,\"'\\\\\t\n-]{0,48}") {
+            if let Ok(metric_query) = parse_with_default_limits(&query) {
+                assert_rendering_round_trips(&metric_query)?;
+            }
+        }
+
+        #[test]
+        fn rendered_valid_query_parses_back_to_its_parts(generated in generated_query_strategy()) {
+            let parsed = parse_metric_query(&generated.text, &roomy_limits());
+            prop_assert!(parsed.is_ok(), "query {:?} was rejected: {:?}", generated.text, parsed);
+            let Ok(metric_query) = parsed else { return Ok(()) };
+            prop_assert_eq!(metric_query.aggregation, generated.aggregation);
+            prop_assert_eq!(&metric_query.metric_name, &generated.metric_name);
+            prop_assert_eq!(metric_query.matchers.len(), generated.matchers.len());
+            for (matcher, (label_name, operator, value_source, original_value)) in
+                metric_query.matchers.iter().zip(&generated.matchers)
+            {
+                prop_assert_eq!(&matcher.label_name, label_name);
+                prop_assert_eq!(matcher.kind.operator(), *operator);
+                prop_assert_eq!(matcher.kind.value_source(), value_source.as_str());
+                let expected_match_of_original = matches!(*operator, "=" | "=~");
+                prop_assert_eq!(matcher.matches(Some(original_value)), expected_match_of_original);
+                let longer_value = format!("{original_value}x");
+                prop_assert_eq!(matcher.matches(Some(&longer_value)), !expected_match_of_original);
+            }
+            assert_rendering_round_trips(&metric_query)?;
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! KEDA's external scaler protocol: trigger metadata ([`trigger`]) and the gRPC service
+//! ([`service`]). **Invariant:** only this module knows the KEDA protocol.
+
+pub mod service;
+pub mod trigger;
+
+/// Types generated from `proto/externalscaler.proto`.
+#[allow(clippy::all, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("externalscaler");
+}
+
+pub use service::ScalerService;
+pub use trigger::{MetadataError, QuerySpec, TriggerSpec};

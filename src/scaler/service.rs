@@ -1,0 +1,223 @@
+//! The KEDA `externalscaler.ExternalScaler` gRPC service.
+//!
+//! GetMetrics and IsActive evaluate the trigger's query at call time. StreamIsActive (KEDA's
+//! `external-push`) sends the state at once, then again as soon as a stored batch of the
+//! trigger's metric flips it, and re-sends it every `--stream-resend-interval` regardless.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::proto::external_scaler_server::ExternalScaler;
+use super::proto::{
+    GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec, MetricValue,
+    ScaledObjectRef,
+};
+use super::trigger::{QuerySpec, TriggerSpec};
+use crate::activity::ActivityHub;
+use crate::config::Config;
+use crate::query::{evaluate, Evaluation};
+use crate::store::Store;
+use crate::telemetry::{ScalerMethod, Telemetry};
+
+/// Evaluates queries for the scaler and the admin API; owns nothing but shared handles.
+#[derive(Debug, Clone)]
+pub struct QueryEngine {
+    store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl QueryEngine {
+    pub fn new(store: Arc<Store>, telemetry: Arc<Telemetry>) -> Self {
+        QueryEngine { store, telemetry }
+    }
+
+    /// Evaluates `spec` now, recording the duration.
+    pub fn evaluate(&self, spec: &QuerySpec) -> Evaluation {
+        let started = Instant::now();
+        let evaluation = evaluate(&self.store, &spec.query, spec.operation, spec.window_ms, crate::clock::now_ms());
+        self.telemetry.record_query_duration(started.elapsed());
+        evaluation
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ScalerService {
+    engine: QueryEngine,
+    telemetry: Arc<Telemetry>,
+    activity: Arc<ActivityHub>,
+    config: Arc<Config>,
+    stream_permits: Arc<Semaphore>,
+}
+
+impl ScalerService {
+    pub fn new(config: Arc<Config>, store: Arc<Store>, telemetry: Arc<Telemetry>, activity: Arc<ActivityHub>) -> Self {
+        let stream_permits = Arc::new(Semaphore::new(config.streams_max));
+        let engine = QueryEngine::new(store, Arc::clone(&telemetry));
+        ScalerService { engine, telemetry, activity, config, stream_permits }
+    }
+
+    fn trigger(&self, scaled_object: &ScaledObjectRef) -> Result<TriggerSpec, Status> {
+        TriggerSpec::from_metadata(&scaled_object.scaler_metadata, &self.config.query_limits, self.config.retention_ms)
+            .map_err(|err| Status::invalid_argument(err.to_string()))
+    }
+
+    /// The trigger's value after clamping; 0 (or NOT_FOUND with `--no-match-is-error`) when no
+    /// series matched.
+    fn trigger_value(&self, trigger: &TriggerSpec) -> Result<f64, Status> {
+        let evaluation = self.engine.evaluate(&trigger.query);
+        let value = match evaluation.value {
+            Some(value) => value,
+            None if self.config.no_match_is_error => {
+                return Err(Status::not_found(format!(
+                    "metricQuery `{}` matched no series with samples in the last {} s",
+                    trigger.query.query_text,
+                    trigger.query.window_ms / 1000
+                )))
+            }
+            None => 0.0,
+        };
+        Ok(trigger.clamp(value))
+    }
+
+    fn is_active(&self, trigger: &TriggerSpec) -> Result<bool, Status> {
+        Ok(self.trigger_value(trigger)? > trigger.activation_target_value)
+    }
+
+    fn record<T>(&self, method: ScalerMethod, result: Result<T, Status>) -> Result<T, Status> {
+        self.telemetry.record_scaler_call(method, result.is_ok());
+        if let Err(status) = &result {
+            tracing::debug!(method = ?method, code = ?status.code(), message = status.message(), "scaler call failed");
+        }
+        result
+    }
+}
+
+/// KEDA's `int64` fields hold the ceiling of the float value.
+fn ceiling_i64(value: f64) -> i64 {
+    // `as` saturates at the i64 bounds.
+    value.ceil() as i64
+}
+
+type IsActiveStream = Pin<Box<dyn Stream<Item = Result<IsActiveResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ExternalScaler for ScalerService {
+    async fn is_active(&self, request: Request<ScaledObjectRef>) -> Result<Response<IsActiveResponse>, Status> {
+        let result = self.trigger(request.get_ref()).and_then(|trigger| self.is_active(&trigger));
+        let active = self.record(ScalerMethod::IsActive, result)?;
+        Ok(Response::new(IsActiveResponse { result: active }))
+    }
+
+    type StreamIsActiveStream = IsActiveStream;
+
+    async fn stream_is_active(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
+        let scaled_object = request.into_inner();
+        let opened = self.trigger(&scaled_object).and_then(|trigger| {
+            let permit = Arc::clone(&self.stream_permits).try_acquire_owned().map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "too many open StreamIsActive streams (--max-streams {})",
+                    self.config.streams_max
+                ))
+            })?;
+            Ok((trigger, permit))
+        });
+        let (trigger, permit) = self.record(ScalerMethod::StreamIsActive, opened)?;
+        let (sender, receiver) = mpsc::channel(4);
+        let mut metric_changes = self.activity.subscribe(&trigger.query.query.metric_name);
+        let service = self.clone();
+        let resend_interval = self.config.stream_resend_interval;
+        tracing::info!(
+            scaled_object = %scaled_object.name,
+            namespace = %scaled_object.namespace,
+            metric_query = %trigger.query.query_text,
+            "StreamIsActive opened"
+        );
+        tokio::spawn(async move {
+            let _permit = permit;
+            service.telemetry.stream_opened();
+            let mut last_sent: Option<bool> = None;
+            let mut resend_at = tokio::time::Instant::now();
+            loop {
+                // With --no-match-is-error a stream reports "inactive" rather than closing.
+                let active = service.is_active(&trigger).unwrap_or(false);
+                let now = tokio::time::Instant::now();
+                if last_sent != Some(active) || now >= resend_at {
+                    if sender.send(Ok(IsActiveResponse { result: active })).await.is_err() {
+                        break;
+                    }
+                    service.telemetry.stream_message_sent();
+                    last_sent = Some(active);
+                    resend_at = now + resend_interval;
+                }
+                tokio::select! {
+                    changed = metric_changes.changed() => if changed.is_err() { break },
+                    () = tokio::time::sleep_until(resend_at) => {},
+                    () = sender.closed() => break,
+                }
+            }
+            service.telemetry.stream_closed();
+            tracing::info!(scaled_object = %scaled_object.name, namespace = %scaled_object.namespace, "StreamIsActive closed");
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn get_metric_spec(
+        &self,
+        request: Request<ScaledObjectRef>,
+    ) -> Result<Response<GetMetricSpecResponse>, Status> {
+        let result = self.trigger(request.get_ref()).map(|trigger| GetMetricSpecResponse {
+            metric_specs: vec![MetricSpec {
+                metric_name: trigger.metric_name.clone(),
+                target_size: ceiling_i64(trigger.target_value),
+                target_size_float: trigger.target_value,
+            }],
+        });
+        Ok(Response::new(self.record(ScalerMethod::GetMetricSpec, result)?))
+    }
+
+    async fn get_metrics(&self, request: Request<GetMetricsRequest>) -> Result<Response<GetMetricsResponse>, Status> {
+        let request = request.into_inner();
+        let result = request
+            .scaled_object_ref
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("GetMetricsRequest.scaledObjectRef is required"))
+            .and_then(|scaled_object| self.trigger(scaled_object))
+            .and_then(|trigger| {
+                let value = self.trigger_value(&trigger)?;
+                let metric_name = if request.metric_name.is_empty() {
+                    trigger.metric_name.clone()
+                } else {
+                    request.metric_name.clone()
+                };
+                Ok(GetMetricsResponse {
+                    metric_values: vec![MetricValue {
+                        metric_name,
+                        metric_value: ceiling_i64(value),
+                        metric_value_float: value,
+                    }],
+                })
+            });
+        Ok(Response::new(self.record(ScalerMethod::GetMetrics, result)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ceiling_saturates() {
+        assert_eq!(ceiling_i64(1.2), 2);
+        assert_eq!(ceiling_i64(-1.5), -1);
+        assert_eq!(ceiling_i64(1e300), i64::MAX);
+    }
+}

@@ -1,0 +1,187 @@
+//! Binds nothing itself: [`run`] takes already bound listeners (tests bind 127.0.0.1:0), serves
+//! OTLP/gRPC, OTLP/HTTP, the KEDA scaler and the admin port until `shutdown` resolves, then
+//! drains in-flight requests.
+
+mod connection_limit;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::activity::ActivityHub;
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::ingest::grpc::OtlpGrpcService;
+use crate::ingest::{self, Ingestor};
+use crate::scaler::proto::external_scaler_server::ExternalScalerServer;
+use crate::scaler::service::QueryEngine;
+use crate::scaler::ScalerService;
+use crate::store::Store;
+use crate::telemetry::Telemetry;
+use connection_limit::LimitedListener;
+
+/// The four listeners the server needs.
+#[derive(Debug)]
+pub struct Listeners {
+    pub otlp_grpc: TcpListener,
+    pub otlp_http: TcpListener,
+    pub scaler: TcpListener,
+    pub admin: TcpListener,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr} for {purpose}: {source}")]
+    Bind { purpose: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("{purpose} server failed: {message}")]
+    Serve { purpose: &'static str, message: String },
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
+        async fn bind_one(purpose: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+            TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { purpose, addr, source })
+        }
+        Ok(Listeners {
+            otlp_grpc: bind_one("OTLP/gRPC", config.otlp_grpc_addr).await?,
+            otlp_http: bind_one("OTLP/HTTP", config.otlp_http_addr).await?,
+            scaler: bind_one("KEDA external scaler", config.scaler_addr).await?,
+            admin: bind_one("admin HTTP", config.admin_addr).await?,
+        })
+    }
+}
+
+/// How often retention runs: an eighth of the retention, between 250 ms and 5 s.
+fn retention_interval(retention_ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(retention_ms / 8).unwrap_or(0).clamp(250, 5_000))
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and drains in-flight requests.
+pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let config = Arc::new(config);
+    let store = Arc::new(Store::new(config.store_config()));
+    let telemetry = Arc::new(Telemetry::default());
+    let activity = Arc::new(ActivityHub::default());
+    let ingestor = Arc::new(Ingestor::new(&config, Arc::clone(&store), Arc::clone(&telemetry), Arc::clone(&activity)));
+    let scaler = ScalerService::new(Arc::clone(&config), Arc::clone(&store), Arc::clone(&telemetry), activity);
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin_state = AdminState {
+        config: Arc::clone(&config),
+        store: Arc::clone(&store),
+        telemetry: Arc::clone(&telemetry),
+        engine: QueryEngine::new(Arc::clone(&store), Arc::clone(&telemetry)),
+        ready: Arc::clone(&ready),
+    };
+    let cancel = CancellationToken::new();
+    let connections_max = config.connections_max;
+
+    tracing::info!(
+        otlp_grpc = %local_addr(&listeners.otlp_grpc),
+        otlp_http = %local_addr(&listeners.otlp_http),
+        scaler = %local_addr(&listeners.scaler),
+        admin = %local_addr(&listeners.admin),
+        retention_ms = config.retention_ms,
+        series_count_max = config.series_count_max,
+        "otelscale serving"
+    );
+
+    let otlp_grpc = {
+        let incoming = LimitedListener::new(listeners.otlp_grpc, connections_max).into_stream();
+        let service = OtlpGrpcService::new(Arc::clone(&ingestor));
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
+                .await
+                .map_err(|err| ServerError::Serve { purpose: "OTLP/gRPC", message: err.to_string() })
+        })
+    };
+    let scaler_server = {
+        let incoming = LimitedListener::new(listeners.scaler, connections_max).into_stream();
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(ExternalScalerServer::new(scaler))
+                .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
+                .await
+                .map_err(|err| ServerError::Serve { purpose: "KEDA external scaler", message: err.to_string() })
+        })
+    };
+    let otlp_http = {
+        let listener = LimitedListener::new(listeners.otlp_http, connections_max);
+        let router = ingest::http::router(Arc::clone(&ingestor));
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(cancel.cancelled_owned())
+                .await
+                .map_err(|err| ServerError::Serve { purpose: "OTLP/HTTP", message: err.to_string() })
+        })
+    };
+    let admin_server = {
+        let listener = LimitedListener::new(listeners.admin, connections_max);
+        let router = admin::router(admin_state);
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(cancel.cancelled_owned())
+                .await
+                .map_err(|err| ServerError::Serve { purpose: "admin HTTP", message: err.to_string() })
+        })
+    };
+    let retention = {
+        let store = Arc::clone(&store);
+        let telemetry = Arc::clone(&telemetry);
+        let cancel = cancel.clone();
+        let interval = retention_interval(config.retention_ms);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = cancel.cancelled() => break,
+                }
+                let removed = store.drop_expired(crate::clock::now_ms());
+                if removed > 0 {
+                    telemetry.series_expired(removed);
+                    tracing::debug!(series_removed = removed, series = store.series_count(), "retention applied");
+                }
+            }
+        })
+    };
+    ready.store(true, Ordering::Release);
+
+    shutdown.await;
+    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    cancel.cancel();
+    let mut first_error = None;
+    for handle in [otlp_grpc, scaler_server, otlp_http, admin_server] {
+        match handle.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                first_error.get_or_insert(err);
+            }
+            Err(join_error) => {
+                first_error
+                    .get_or_insert(ServerError::Serve { purpose: "listener task", message: join_error.to_string() });
+            }
+        }
+    }
+    let _ = retention.await;
+    match first_error {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
+fn local_addr(listener: &TcpListener) -> String {
+    listener.local_addr().map_or_else(|err| format!("unknown ({err})"), |addr| addr.to_string())
+}

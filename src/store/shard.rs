@@ -1,0 +1,187 @@
+//! A shard: a slice of all series (chosen by series hash) with its own index and postings.
+//!
+//! Each shard sits behind one lock in [`super::Store`]; a batch takes each shard's lock once.
+//! Slots of removed series and the chunks they held are reused by new ones.
+
+use std::collections::{HashMap, VecDeque};
+
+use hashbrown::HashTable;
+
+use super::chunk::Chunk;
+use super::series_key::SeriesKey;
+use super::window::{SeriesKind, SeriesWindow};
+
+/// Index of a series inside its shard.
+pub(super) type SeriesIdx = u32;
+
+/// Spare chunks kept per shard for reuse; beyond this they are freed.
+const SPARE_CHUNKS_MAX: usize = 4096;
+
+#[derive(Debug)]
+pub(super) struct Series {
+    pub key: SeriesKey,
+    pub key_hash: u64,
+    pub kind: SeriesKind,
+    pub chunks: VecDeque<Chunk>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AppendResult {
+    Appended,
+    /// Same timestamp as the last sample: the value was replaced (a retried export).
+    Overwritten,
+    /// Older than the series' last sample: not stored.
+    OutOfOrder,
+}
+
+impl Series {
+    pub fn last_timestamp_ms(&self) -> Option<i64> {
+        self.chunks.back().and_then(Chunk::last_timestamp_ms)
+    }
+
+    fn append(&mut self, timestamp_ms: i64, value: f64, spare_chunks: &mut Vec<Chunk>) -> AppendResult {
+        if let Some(last_ms) = self.last_timestamp_ms() {
+            if timestamp_ms < last_ms {
+                return AppendResult::OutOfOrder;
+            }
+            if timestamp_ms == last_ms {
+                if let Some(chunk) = self.chunks.back_mut() {
+                    chunk.overwrite_last(value);
+                }
+                return AppendResult::Overwritten;
+            }
+        }
+        if self.chunks.back().is_none_or(Chunk::is_full) {
+            self.chunks.push_back(spare_chunks.pop().unwrap_or_else(Chunk::with_capacity));
+        }
+        let chunk = self.chunks.back_mut().expect("a chunk with room was just ensured");
+        chunk.push(timestamp_ms, value);
+        AppendResult::Appended
+    }
+
+    pub fn sample_count(&self) -> usize {
+        self.chunks.iter().map(Chunk::len).sum()
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Shard {
+    /// Series hash → slot; equality is checked against the stored key.
+    index: HashTable<SeriesIdx>,
+    slots: Vec<Option<Series>>,
+    free_slots: Vec<SeriesIdx>,
+    /// Metric name → slots of its series, so a query touches only its metric's series.
+    postings: HashMap<Box<str>, Vec<SeriesIdx>>,
+    spare_chunks: Vec<Chunk>,
+}
+
+impl Shard {
+    pub fn find(&self, key: &SeriesKey, key_hash: u64) -> Option<SeriesIdx> {
+        self.index
+            .find(key_hash, |&idx| self.slots[idx as usize].as_ref().is_some_and(|series| series.key == *key))
+            .copied()
+    }
+
+    /// Adds a series the caller checked is absent.
+    pub fn insert(&mut self, key: SeriesKey, key_hash: u64, kind: SeriesKind) -> SeriesIdx {
+        debug_assert!(self.find(&key, key_hash).is_none());
+        let metric_name: Box<str> = key.metric_name().into();
+        let series = Series { key, key_hash, kind, chunks: VecDeque::new() };
+        let idx = match self.free_slots.pop() {
+            Some(idx) => {
+                self.slots[idx as usize] = Some(series);
+                idx
+            }
+            None => {
+                let idx = SeriesIdx::try_from(self.slots.len()).expect("series per shard fit in u32");
+                self.slots.push(Some(series));
+                idx
+            }
+        };
+        let slots = &self.slots;
+        self.index
+            .insert_unique(key_hash, idx, |&other| slots[other as usize].as_ref().map_or(0, |series| series.key_hash));
+        self.postings.entry(metric_name).or_default().push(idx);
+        idx
+    }
+
+    /// Appends a sample to an existing series; `kind` is the kind the sample was reported with.
+    pub fn append(&mut self, idx: SeriesIdx, kind: SeriesKind, timestamp_ms: i64, value: f64) -> AppendResult {
+        let series = self.slots[idx as usize].as_mut().expect("slot of a live series");
+        series.kind = kind;
+        series.append(timestamp_ms, value, &mut self.spare_chunks)
+    }
+
+    /// Calls `visit` for every series of `metric_name` with its window starting at `start_ms`.
+    pub fn visit_metric(&self, metric_name: &str, start_ms: i64, visit: &mut impl FnMut(&SeriesKey, SeriesWindow<'_>)) {
+        let Some(series_idxs) = self.postings.get(metric_name) else {
+            return;
+        };
+        for &idx in series_idxs {
+            if let Some(series) = &self.slots[idx as usize] {
+                visit(&series.key, SeriesWindow::new(series.kind, &series.chunks, start_ms));
+            }
+        }
+    }
+
+    /// Calls `visit` with every live series.
+    pub fn for_each_series(&self, visit: &mut impl FnMut(&Series)) {
+        self.slots.iter().flatten().for_each(visit);
+    }
+
+    /// Drops chunks whose newest sample is older than `cutoff_ms`, and the series left with no
+    /// chunk. Returns the number of series removed.
+    pub fn drop_expired(&mut self, cutoff_ms: i64) -> usize {
+        let mut series_removed = 0;
+        let mut touched_metrics: Vec<Box<str>> = Vec::new();
+        for idx in 0..self.slots.len() {
+            let Some(series) = self.slots[idx].as_mut() else { continue };
+            while series
+                .chunks
+                .front()
+                .is_some_and(|chunk| chunk.last_timestamp_ms().is_none_or(|last| last < cutoff_ms))
+            {
+                let mut chunk = series.chunks.pop_front().expect("front chunk exists");
+                if self.spare_chunks.len() < SPARE_CHUNKS_MAX {
+                    chunk.clear();
+                    self.spare_chunks.push(chunk);
+                }
+            }
+            if !series.chunks.is_empty() {
+                continue;
+            }
+            let series = self.slots[idx].take().expect("checked live above");
+            let idx = idx as SeriesIdx;
+            if let Ok(entry) = self.index.find_entry(series.key_hash, |&other| other == idx) {
+                entry.remove();
+            }
+            self.free_slots.push(idx);
+            if touched_metrics.last().is_none_or(|name| **name != *series.key.metric_name()) {
+                touched_metrics.push(series.key.metric_name().into());
+            }
+            series_removed += 1;
+        }
+        touched_metrics.sort_unstable();
+        touched_metrics.dedup();
+        for metric_name in touched_metrics {
+            if let Some(series_idxs) = self.postings.get_mut(&metric_name) {
+                series_idxs.retain(|&idx| self.slots[idx as usize].is_some());
+                if series_idxs.is_empty() {
+                    self.postings.remove(&metric_name);
+                }
+            }
+        }
+        series_removed
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        let chunk_bytes: usize = self
+            .slots
+            .iter()
+            .flatten()
+            .map(|series| series.chunks.iter().map(Chunk::heap_bytes).sum::<usize>() + series.key.string_bytes())
+            .sum();
+        let spare_bytes: usize = self.spare_chunks.iter().map(Chunk::heap_bytes).sum();
+        chunk_bytes + spare_bytes + self.slots.capacity() * std::mem::size_of::<Option<Series>>()
+    }
+}

@@ -1,0 +1,178 @@
+//! Store tests: a property test against a naive model, retention, limits, concurrency.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn config(series_count_max: usize) -> StoreConfig {
+    StoreConfig { shard_count: 4, series_count_max, retention_ms: 60_000 }
+}
+
+fn key(metric: &str, pod: u32) -> SeriesKey {
+    SeriesKey::new(metric, vec![LabelPair::new("pod", format!("p{pod}"))])
+}
+
+fn batch(samples: impl IntoIterator<Item = (SeriesKey, i64, f64)>) -> SampleBatch {
+    SampleBatch {
+        samples: samples
+            .into_iter()
+            .map(|(key, ts, value)| BatchSample::new(key, SeriesKind::Gauge, ts, value))
+            .collect(),
+    }
+}
+
+/// The naive model: every accepted sample of every series, in a sorted map.
+fn naive_window_value(samples: &[(i64, f64)], start_ms: i64, op: WindowOp) -> Option<f64> {
+    let in_window: Vec<(i64, f64)> = samples.iter().copied().filter(|&(ts, _)| ts >= start_ms).collect();
+    let values: Vec<f64> = in_window.iter().map(|&(_, v)| v).collect();
+    if values.is_empty() {
+        return None;
+    }
+    match op {
+        WindowOp::LastOne => values.last().copied(),
+        WindowOp::Count => Some(values.len() as f64),
+        WindowOp::Avg => Some(values.iter().sum::<f64>() / values.len() as f64),
+        WindowOp::Min => values.iter().copied().reduce(f64::min),
+        WindowOp::Max => values.iter().copied().reduce(f64::max),
+        WindowOp::Rate => {
+            let (first_ts, first) = in_window[0];
+            let (last_ts, last) = in_window[in_window.len() - 1];
+            (last_ts > first_ts).then(|| (last - first) / ((last_ts - first_ts) as f64 / 1000.0))
+        }
+    }
+}
+
+fn close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+proptest! {
+    #[test]
+    fn store_matches_naive_model(
+        writes in proptest::collection::vec((0u32..6, 0i64..400, -1e6f64..1e6), 1..600),
+        start_ms in 0i64..400_000,
+    ) {
+        let store = Store::new(config(1_000));
+        let mut model: BTreeMap<u32, Vec<(i64, f64)>> = BTreeMap::new();
+        for chunk_of_writes in writes.chunks(37) {
+            let mut samples = Vec::new();
+            for &(pod, ts_s, value) in chunk_of_writes {
+                let ts = ts_s * 1_000;
+                samples.push((key("m", pod), ts, value));
+                let series = model.entry(pod).or_default();
+                match series.last_mut() {
+                    Some(last) if last.0 == ts => last.1 = value,
+                    Some(last) if last.0 > ts => {}
+                    _ => series.push((ts, value)),
+                }
+            }
+            store.append(batch(samples), 0);
+        }
+        prop_assert_eq!(store.series_count(), model.len());
+        for op in WindowOp::ALL {
+            let mut seen = 0;
+            store.visit_metric("m", start_ms, |series_key, window| {
+                let pod: u32 = series_key.label_value("pod").unwrap()[1..].parse().unwrap();
+                let expected = naive_window_value(&model[&pod], start_ms, op);
+                assert!(close(window.value(op), expected), "{op:?} pod {pod}: {:?} vs {expected:?}", window.value(op));
+                seen += 1;
+            });
+            prop_assert_eq!(seen, model.len());
+        }
+    }
+}
+
+#[test]
+fn out_of_order_and_duplicates() {
+    let store = Store::new(config(10));
+    let outcome =
+        store.append(batch([(key("m", 1), 2_000, 1.0), (key("m", 1), 1_000, 2.0), (key("m", 1), 2_000, 3.0)]), 0);
+    assert_eq!(outcome.appended, 2);
+    assert_eq!(outcome.rejected_out_of_order, 1);
+    store.visit_metric("m", 0, |_, window| {
+        assert_eq!(window.value(WindowOp::LastOne), Some(3.0));
+        assert_eq!(window.sample_count(), 1);
+    });
+}
+
+#[test]
+fn series_limit_rejects_only_new_series() {
+    let store = Store::new(config(2));
+    let outcome = store.append(batch((0..3).map(|pod| (key("m", pod), 1_000, 1.0))), 0);
+    assert_eq!(outcome.series_created, 2);
+    assert_eq!(outcome.rejected_series_limit, 1);
+    // Existing series keep flowing.
+    let outcome =
+        store.append(batch([(key("m", 0), 2_000, 5.0), (key("m", 1), 2_000, 5.0), (key("m", 2), 2_000, 5.0)]), 0);
+    assert_eq!(outcome.appended, 2);
+    assert_eq!(outcome.rejected_series_limit, 1);
+    assert_eq!(store.series_count(), 2);
+}
+
+#[test]
+fn retention_drops_old_samples_and_empty_series_then_reuses_slots() {
+    let store = Store::new(config(3));
+    let now_ms = 1_000_000;
+    // Too old on arrival.
+    let outcome = store.append(batch([(key("m", 0), now_ms - 61_000, 1.0)]), now_ms);
+    assert_eq!(outcome.rejected_too_old, 1);
+    store.append(batch([(key("m", 0), now_ms - 50_000, 1.0), (key("m", 1), now_ms, 2.0)]), now_ms);
+    assert_eq!(store.series_count(), 2);
+    // 20 s later, pod 0's only sample is older than retention.
+    let removed = store.drop_expired(now_ms + 20_000);
+    assert_eq!(removed, 1);
+    assert_eq!(store.series_count(), 1);
+    let listed = store.list_series(Some("m"), 10);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key.label_value("pod"), Some("p1"));
+    // The freed slot takes new series again, up to the limit.
+    let outcome = store
+        .append(batch([(key("m", 7), now_ms + 20_000, 1.0), (key("m", 8), now_ms + 20_000, 1.0)]), now_ms + 20_000);
+    assert_eq!(outcome.series_created, 2);
+    assert_eq!(store.series_count(), 3);
+    let mut total = 0;
+    store.visit_metric("m", 0, |_, _| total += 1);
+    assert_eq!(total, 3);
+}
+
+#[test]
+fn parallel_writers_and_readers_see_consistent_data() {
+    let store = Arc::new(Store::new(config(100_000)));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for step in 0..200i64 {
+                    let samples = (0..50).map(|pod| (key("m", writer * 1_000 + pod), step * 1_000, step as f64));
+                    store.append(batch(samples), 0);
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            for _ in 0..200 {
+                store.visit_metric("m", 0, |_, window| {
+                    // Every sample's value equals its second; last_one never goes backwards past count.
+                    let last = window.value(WindowOp::LastOne).unwrap();
+                    let count = window.value(WindowOp::Count).unwrap();
+                    assert_eq!(last + 1.0, count);
+                });
+            }
+        })
+    };
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    reader.join().unwrap();
+    assert_eq!(store.series_count(), 200);
+    store.visit_metric("m", 0, |_, window| assert_eq!(window.value(WindowOp::Count), Some(200.0)));
+}
