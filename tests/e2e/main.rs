@@ -1,0 +1,10 @@
+//! End-to-end tests: the real server on 127.0.0.1:0, driven by real clients (tonic, reqwest,
+//! the `otelscale` binary). One test binary, so the crate links once.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod admin;
+mod ingest_errors;
+mod ingest_paths;
+mod scaler;
