@@ -13,10 +13,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // Escaping can make the rendering longer than the query, so re-parse without the length cap.
-    let roomy_limits = QueryLimits {
-        query_bytes_max: usize::MAX,
-        ..QueryLimits::default()
-    };
+    let roomy_limits = QueryLimits { query_bytes_max: usize::MAX, ..QueryLimits::default() };
     let rendered = metric_query.to_string();
     match parse_metric_query(&rendered, &roomy_limits) {
         Ok(reparsed) => assert_eq!(reparsed.to_string(), rendered, "query {query:?}"),
