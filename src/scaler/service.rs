@@ -11,6 +11,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::proto::external_scaler_server::ExternalScaler;
@@ -53,13 +54,21 @@ pub struct ScalerService {
     activity: Arc<ActivityHub>,
     config: Arc<Config>,
     stream_permits: Arc<Semaphore>,
+    /// Cancelled at shutdown: open streams end so the server can drain.
+    shutdown: CancellationToken,
 }
 
 impl ScalerService {
-    pub fn new(config: Arc<Config>, store: Arc<Store>, telemetry: Arc<Telemetry>, activity: Arc<ActivityHub>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<Store>,
+        telemetry: Arc<Telemetry>,
+        activity: Arc<ActivityHub>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let stream_permits = Arc::new(Semaphore::new(config.streams_max));
         let engine = QueryEngine::new(store, Arc::clone(&telemetry));
-        ScalerService { engine, telemetry, activity, config, stream_permits }
+        ScalerService { engine, telemetry, activity, config, stream_permits, shutdown }
     }
 
     fn trigger(&self, scaled_object: &ScaledObjectRef) -> Result<TriggerSpec, Status> {
@@ -162,6 +171,7 @@ impl ExternalScaler for ScalerService {
                     changed = metric_changes.changed() => if changed.is_err() { break },
                     () = tokio::time::sleep_until(resend_at) => {},
                     () = sender.closed() => break,
+                    () = service.shutdown.cancelled() => break,
                 }
             }
             service.telemetry.stream_closed();

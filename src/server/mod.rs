@@ -69,7 +69,9 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     let telemetry = Arc::new(Telemetry::default());
     let activity = Arc::new(ActivityHub::default());
     let ingestor = Arc::new(Ingestor::new(&config, Arc::clone(&store), Arc::clone(&telemetry), Arc::clone(&activity)));
-    let scaler = ScalerService::new(Arc::clone(&config), Arc::clone(&store), Arc::clone(&telemetry), activity);
+    let cancel = CancellationToken::new();
+    let scaler =
+        ScalerService::new(Arc::clone(&config), Arc::clone(&store), Arc::clone(&telemetry), activity, cancel.clone());
     let ready = Arc::new(AtomicBool::new(false));
     let admin_state = AdminState {
         config: Arc::clone(&config),
@@ -78,7 +80,6 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         engine: QueryEngine::new(Arc::clone(&store), Arc::clone(&telemetry)),
         ready: Arc::clone(&ready),
     };
-    let cancel = CancellationToken::new();
     let connections_max = config.connections_max;
 
     tracing::info!(
