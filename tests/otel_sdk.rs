@@ -195,7 +195,6 @@ async fn sdk_grpc_exporter_feeds_the_kedify_scaled_object() {
         [("metricQuery", "avg(gpu_memory_usage{model=my_model, job=training})"), ("targetValue", "800")];
 
     let tokens_per_second = server.get_metric_value(&tokens_trigger).await.expect("GetMetrics for the tokens trigger");
-    eprintln!("RATE {rate_min} {tokens_per_second} {rate_max}");
     assert!(
         (rate_min..=rate_max).contains(&tokens_per_second),
         "tokens rate {tokens_per_second} outside [{rate_min}, {rate_max}] for 1000 tokens between flushes"
