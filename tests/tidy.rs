@@ -26,7 +26,7 @@ fn sources(folder: &str) -> Vec<(PathBuf, String)> {
 #[test]
 fn every_file_starts_with_a_module_doc() {
     let mut missing = Vec::new();
-    for folder in ["src", "tests", "benches"] {
+    for folder in ["src", "tests", "benches", "loadgen/src", "loadgen/tests"] {
         if !Path::new(env!("CARGO_MANIFEST_DIR")).join(folder).exists() {
             continue;
         }
@@ -43,7 +43,7 @@ fn every_file_starts_with_a_module_doc() {
 fn no_placeholder_or_debug_macros_in_src() {
     let banned = [concat!("todo", "!("), concat!("unimplemented", "!("), concat!("dbg", "!(")];
     let mut offenders = Vec::new();
-    for (path, text) in sources("src") {
+    for (path, text) in sources("src").into_iter().chain(sources("loadgen/src")) {
         for (line_idx, line) in text.lines().enumerate() {
             if banned.iter().any(|macro_call| line.contains(macro_call)) {
                 offenders.push(format!("{}:{}: {}", path.display(), line_idx + 1, line.trim()));

@@ -60,6 +60,10 @@ async fn export(State(ingestor): State<Arc<Ingestor>>, headers: HeaderMap, body:
         Ok(request) => {
             let outcome = ingestor.export(&request, Transport::Http);
             let response = ExportMetricsServiceResponse { partial_success: outcome.partial_success() };
+            if format == PayloadFormat::Json && response.partial_success.is_none() {
+                // OTLP JSON omits unset fields: a full success is `{}`, not `{"partialSuccess":null}`.
+                return (StatusCode::OK, [(header::CONTENT_TYPE, format.content_type())], "{}").into_response();
+            }
             encoded_response(StatusCode::OK, format, &response)
         }
         Err(err) => {

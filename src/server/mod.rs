@@ -177,6 +177,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         }
     }
     let _ = retention.await;
+    tracing::info!(series = store.series_count(), "otelscale stopped");
     match first_error {
         Some(err) => Err(err),
         None => Ok(()),

@@ -68,7 +68,8 @@ async fn http_protobuf_json_and_gzip_bodies() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "application/json");
-    let _: serde_json::Value = response.json().await.unwrap();
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer, serde_json::json!({}));
 
     // Gzip-compressed protobuf.
     let body = request(&[("host.name", "n1")], vec![gauge("gpu_util", vec![number_point(&[("gpu", "2")], now, 80.0)])])

@@ -1,0 +1,316 @@
+//! `otelscale-loadgen`: command line for the scenarios. Prints a human summary; with
+//! `--report perf-reports/<name>` also writes `<name>.json` and `<name>.md`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use otelscale_loadgen::client::Transport;
+use otelscale_loadgen::keda::HpaPolicy;
+use otelscale_loadgen::report::{self, RunContext};
+use otelscale_loadgen::scenarios::{fleet, latency, scale_sim, throughput};
+use otelscale_loadgen::shapes::FleetShape;
+
+#[derive(Debug, Parser)]
+#[command(name = "otelscale-loadgen", version, about = "Load generator and latency prover for otelscale")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// OTLP/gRPC address of the server under test.
+    #[arg(long, default_value = "127.0.0.1:4317")]
+    otlp_grpc: SocketAddr,
+    /// OTLP/HTTP address of the server under test.
+    #[arg(long, default_value = "127.0.0.1:4318")]
+    otlp_http: SocketAddr,
+    /// KEDA external scaler address of the server under test.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    scaler: SocketAddr,
+    /// Admin address, to read what the server counted (optional).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// Seed for names, phases and probe ids: the same seed gives the same payloads.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write `<path>.json` and `<path>.md`, e.g. `perf-reports/2026-11-30-throughput-grpc`.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// A GPU cluster (DCGM exporter + vLLM + training counters) exporting through a Collector.
+    GpuFleet {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value_t = 50)]
+        nodes: usize,
+        #[arg(long, default_value_t = 8)]
+        gpus_per_node: usize,
+        /// Most points per request, like the Collector batch processor's send_batch_size.
+        #[arg(long, default_value_t = 8192)]
+        batch_points: usize,
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        export_interval: Duration,
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
+        #[arg(long, value_enum, default_value_t = Transport::Grpc)]
+        transport: Transport,
+        #[arg(long)]
+        gzip: bool,
+    },
+    /// Push as fast as possible (or at --rate) and measure points/s and server CPU per point.
+    Throughput {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_enum, default_value_t = Transport::Grpc)]
+        transport: Transport,
+        #[arg(long, default_value_t = 2)]
+        connections: usize,
+        #[arg(long, default_value_t = 1000)]
+        points_per_request: usize,
+        #[arg(long, default_value_t = 100_000)]
+        series: usize,
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Points per second across all connections (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long)]
+        gzip: bool,
+        /// The server's pid, to read its CPU time and peak RSS from /proc.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Measure payload generation alone (no network): points/s one core can produce.
+        #[arg(long)]
+        sink: bool,
+    },
+    /// Push-to-visible and push-to-activation latency under background load.
+    Latency {
+        #[command(flatten)]
+        common: Common,
+        /// Background load, points per second (0 for none).
+        #[arg(long, default_value_t = 200_000.0)]
+        background_rate: f64,
+        #[arg(long, default_value_t = 2)]
+        background_connections: usize,
+        #[arg(long, default_value_t = 100_000)]
+        background_series: usize,
+        #[arg(long, default_value_t = 1000)]
+        background_points_per_request: usize,
+        #[arg(long, default_value_t = 500)]
+        samples: usize,
+        #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
+        gap: Duration,
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        probe_timeout: Duration,
+    },
+    /// Replay a load ramp and compare push (otelscale) and pull (Prometheus + KEDA) decisions.
+    ScaleSim {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        idle: Duration,
+        #[arg(long, default_value_t = 1000.0)]
+        baseline_tokens_per_s: f64,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        #[arg(long, default_value_t = 3)]
+        doublings: u32,
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        double_every: Duration,
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        hold: Duration,
+        #[arg(long, default_value_t = 500.0)]
+        target_value: f64,
+        #[arg(long, default_value_t = 1)]
+        min_replicas: u32,
+        #[arg(long, default_value_t = 50)]
+        max_replicas: u32,
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        export_interval: Duration,
+        /// How often the HPA reads the metric (Kubernetes default 15s).
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        hpa_sync_interval: Duration,
+        /// The trigger's windowSeconds for `rate`.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        window: Duration,
+        #[arg(long, default_value_t = 15.0)]
+        pull_scrape_interval_s: f64,
+        #[arg(long, default_value_t = 30.0)]
+        pull_keda_polling_interval_s: f64,
+        #[arg(long, default_value_t = 60.0)]
+        pull_rate_window_s: f64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().scenario {
+        Scenario::GpuFleet {
+            common,
+            nodes,
+            gpus_per_node,
+            batch_points,
+            export_interval,
+            duration,
+            connections,
+            transport,
+            gzip,
+        } => {
+            let otlp_addr = match transport {
+                Transport::Grpc => common.otlp_grpc,
+                Transport::Http => common.otlp_http,
+            };
+            let config = fleet::FleetConfig {
+                transport,
+                otlp_addr,
+                shape: FleetShape { nodes, gpus_per_node, batch_points, seed: common.seed },
+                export_interval,
+                duration,
+                connections,
+                gzip,
+                show_progress: !common.quiet,
+            };
+            let result = fleet::run(&config).await?;
+            finish(&common, "gpu-fleet", &result, &result.markdown())
+        }
+        Scenario::Throughput {
+            common,
+            transport,
+            connections,
+            points_per_request,
+            series,
+            duration,
+            rate,
+            gzip,
+            server_pid,
+            sink,
+        } => {
+            if sink {
+                let result = throughput::generation_rate(series, points_per_request, common.seed, duration)?;
+                let markdown = format!(
+                    "Payload generation alone, one core: {:.0} points/s ({:.0} MB/s of OTLP protobuf).\n",
+                    result.points_per_s,
+                    result.bytes_per_s / 1e6
+                );
+                return finish(&common, "throughput-sink", &result, &markdown);
+            }
+            let otlp_addr = match transport {
+                Transport::Grpc => common.otlp_grpc,
+                Transport::Http => common.otlp_http,
+            };
+            let config = throughput::ThroughputConfig {
+                transport,
+                otlp_addr,
+                connections,
+                points_per_request,
+                series,
+                duration,
+                rate_points_per_s: rate,
+                gzip,
+                seed: common.seed,
+                server_pid,
+                admin_addr: common.admin,
+                show_progress: !common.quiet,
+            };
+            let result = throughput::run(&config).await?;
+            finish(&common, "throughput", &result, &result.markdown())
+        }
+        Scenario::Latency {
+            common,
+            background_rate,
+            background_connections,
+            background_series,
+            background_points_per_request,
+            samples,
+            gap,
+            probe_timeout,
+        } => {
+            let config = latency::LatencyConfig {
+                otlp_grpc_addr: common.otlp_grpc,
+                scaler_addr: common.scaler,
+                background_rate,
+                background_connections,
+                background_series,
+                background_points_per_request,
+                samples,
+                gap,
+                probe_timeout,
+                seed: common.seed,
+                show_progress: !common.quiet,
+            };
+            let result = latency::run(&config).await?;
+            finish(&common, "latency", &result, &result.markdown())
+        }
+        Scenario::ScaleSim {
+            common,
+            idle,
+            baseline_tokens_per_s,
+            warmup,
+            doublings,
+            double_every,
+            hold,
+            target_value,
+            min_replicas,
+            max_replicas,
+            export_interval,
+            hpa_sync_interval,
+            window,
+            pull_scrape_interval_s,
+            pull_keda_polling_interval_s,
+            pull_rate_window_s,
+        } => {
+            anyhow::ensure!(target_value > 0.0, "--target-value must be greater than 0");
+            anyhow::ensure!(min_replicas <= max_replicas, "--min-replicas must not exceed --max-replicas");
+            let config = scale_sim::ScaleSimConfig {
+                otlp_grpc_addr: common.otlp_grpc,
+                scaler_addr: common.scaler,
+                idle,
+                baseline_tokens_per_s,
+                warmup,
+                doublings,
+                double_every,
+                hold,
+                policy: HpaPolicy { target_value, min_replicas, max_replicas, tolerance: 0.1 },
+                export_interval,
+                hpa_sync_interval,
+                window,
+                pull: scale_sim::PullPipeline {
+                    scrape_interval_s: pull_scrape_interval_s,
+                    keda_polling_interval_s: pull_keda_polling_interval_s,
+                    rate_window_s: pull_rate_window_s,
+                },
+                seed: common.seed,
+                show_progress: !common.quiet,
+            };
+            let result = scale_sim::run(&config).await?;
+            finish(&common, "scale-sim", &result, &result.markdown())
+        }
+    }
+}
+
+/// Prints the summary and writes the report when asked.
+fn finish(
+    common: &Common,
+    scenario: &'static str,
+    result: &impl serde::Serialize,
+    markdown: &str,
+) -> anyhow::Result<()> {
+    println!("{markdown}");
+    if let Some(prefix) = &common.report {
+        let context = RunContext::new(scenario, common.seed);
+        report::write(prefix, &context, result, markdown)?;
+        eprintln!("report written to {}.json and {}.md", prefix.display(), prefix.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! CPU time and peak memory of a process, from `/proc/<pid>/stat` and `/proc/<pid>/status`, so
+//! the server's CPU per point comes out of the same run even when loadgen shares the machine.
+
+use serde::Serialize;
+
+/// Clock ticks per second in `/proc/<pid>/stat`: Linux fixes USER_HZ at 100 for userspace.
+const USER_HZ: f64 = 100.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ProcessSample {
+    /// User plus system CPU time since the process started.
+    pub cpu_seconds: f64,
+    /// Peak resident set size (VmHWM).
+    pub peak_rss_bytes: u64,
+    /// Current resident set size (VmRSS).
+    pub rss_bytes: u64,
+}
+
+/// Reads the process's counters; `None` when the process or `/proc` is not there.
+pub fn sample(pid: u32) -> Option<ProcessSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after it follow the last ')'.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 11 and 12 after the name.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        let line = status.lines().find(|line| line.starts_with(key))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+    };
+    Some(ProcessSample {
+        cpu_seconds: (utime + stime) / USER_HZ,
+        peak_rss_bytes: kib("VmHWM:")?,
+        rss_bytes: kib("VmRSS:")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_readable_and_cpu_grows() {
+        let before = sample(std::process::id()).expect("/proc is mounted on Linux");
+        assert!(before.peak_rss_bytes >= before.rss_bytes && before.rss_bytes > 0);
+        let started = std::time::Instant::now();
+        let mut spin = 0u64;
+        while started.elapsed() < std::time::Duration::from_millis(150) {
+            spin = spin.wrapping_add(std::hint::black_box(1));
+        }
+        let after = sample(std::process::id()).unwrap();
+        assert!(after.cpu_seconds > before.cpu_seconds, "{before:?} {after:?} {spin}");
+        assert!(sample(u32::MAX).is_none());
+    }
+}
