@@ -17,8 +17,8 @@ use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Code, Status};
 
-use super::decode::{decode_request, PayloadFormat};
-use super::{Ingestor, Transport};
+use super::decode::PayloadFormat;
+use super::{ExportError, Ingestor, Transport};
 use crate::telemetry::RequestOutcome;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
@@ -98,10 +98,14 @@ impl UnaryService<Bytes> for ExportHandler {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         let ingestor = Arc::clone(&self.ingestor);
         Box::pin(async move {
-            let body = request.into_inner();
-            let export_request = decode_request(&body, PayloadFormat::Protobuf)
-                .map_err(|err| Status::invalid_argument(err.to_string()))?;
-            let outcome = ingestor.export(&export_request, Transport::Grpc);
+            // tonic has already undone the gRPC compression.
+            let outcome = ingestor
+                .export_body(request.into_inner(), None, PayloadFormat::Protobuf, Transport::Grpc)
+                .await
+                .map_err(|err| match err {
+                    ExportError::Decode(err) => Status::invalid_argument(err.to_string()),
+                    ExportError::Worker(_) => Status::internal(err.to_string()),
+                })?;
             Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: outcome.partial_success() }))
         })
     }

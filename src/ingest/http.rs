@@ -16,8 +16,8 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use prost::Message;
 
-use super::decode::{decode_request, decompress, payload_format, DecodeError, PayloadFormat};
-use super::{Ingestor, Transport};
+use super::decode::{payload_format, DecodeError, PayloadFormat};
+use super::{ExportError, Ingestor, Transport};
 use crate::telemetry::RequestOutcome;
 
 /// `google.rpc.Status`, the error body OTLP/HTTP specifies (details omitted).
@@ -56,9 +56,14 @@ async fn export(State(ingestor): State<Arc<Ingestor>>, headers: HeaderMap, body:
             return (StatusCode::UNSUPPORTED_MEDIA_TYPE, err.to_string()).into_response();
         }
     };
-    match decode_body(&ingestor, &headers, body, format).await {
-        Ok(request) => {
-            let outcome = ingestor.export(&request, Transport::Http);
+    let content_encoding =
+        headers.get(header::CONTENT_ENCODING).and_then(|value| value.to_str().ok()).map(str::to_owned);
+    let result = match read_body(&ingestor, &headers, body).await {
+        Ok(raw) => ingestor.export_body(raw, content_encoding, format, Transport::Http).await,
+        Err(err) => Err(ExportError::Decode(err)),
+    };
+    match result {
+        Ok(outcome) => {
             let response = ExportMetricsServiceResponse { partial_success: outcome.partial_success() };
             if format == PayloadFormat::Json && response.partial_success.is_none() {
                 // OTLP JSON omits unset fields: a full success is `{}`, not `{"partialSuccess":null}`.
@@ -67,32 +72,29 @@ async fn export(State(ingestor): State<Arc<Ingestor>>, headers: HeaderMap, body:
             encoded_response(StatusCode::OK, format, &response)
         }
         Err(err) => {
-            let (status, outcome) = match &err {
-                DecodeError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, RequestOutcome::TooLarge),
-                DecodeError::UnsupportedContentEncoding(_) | DecodeError::UnsupportedContentType(_) => {
-                    (StatusCode::UNSUPPORTED_MEDIA_TYPE, RequestOutcome::Unsupported)
+            let (status, outcome, grpc_code) = match &err {
+                ExportError::Decode(DecodeError::TooLarge { .. }) => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, RequestOutcome::TooLarge, tonic::Code::ResourceExhausted)
                 }
-                DecodeError::Decompress(_) | DecodeError::Protobuf(_) | DecodeError::Json(_) => {
-                    (StatusCode::BAD_REQUEST, RequestOutcome::Invalid)
+                ExportError::Decode(
+                    DecodeError::UnsupportedContentEncoding(_) | DecodeError::UnsupportedContentType(_),
+                ) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, RequestOutcome::Unsupported, tonic::Code::InvalidArgument),
+                ExportError::Decode(DecodeError::Decompress(_) | DecodeError::Protobuf(_) | DecodeError::Json(_)) => {
+                    (StatusCode::BAD_REQUEST, RequestOutcome::Invalid, tonic::Code::InvalidArgument)
+                }
+                ExportError::Worker(_) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, RequestOutcome::Failed, tonic::Code::Internal)
                 }
             };
             ingestor.telemetry().record_request(Transport::Http, outcome);
-            let grpc_code = match status {
-                StatusCode::PAYLOAD_TOO_LARGE => tonic::Code::ResourceExhausted,
-                _ => tonic::Code::InvalidArgument,
-            };
             let rpc_status = RpcStatus { code: grpc_code as i32, message: err.to_string() };
             encoded_response(status, format, &rpc_status)
         }
     }
 }
 
-async fn decode_body(
-    ingestor: &Ingestor,
-    headers: &HeaderMap,
-    body: Body,
-    format: PayloadFormat,
-) -> Result<opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest, DecodeError> {
+/// Reads the raw (possibly compressed) body, refusing more than `--max-request-bytes`.
+async fn read_body(ingestor: &Ingestor, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, DecodeError> {
     let limit = ingestor.request_bytes_max();
     let declared_len = headers
         .get(header::CONTENT_LENGTH)
@@ -102,16 +104,11 @@ async fn decode_body(
         return Err(DecodeError::TooLarge { limit });
     }
     // The compressed body is limited too: it can never usefully be larger than the limit.
-    let raw = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => return Err(DecodeError::TooLarge { limit }),
-        Err(err) => {
-            return Err(DecodeError::Decompress(std::io::Error::other(format!("reading the body: {err}"))));
-        }
-    };
-    let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|value| value.to_str().ok());
-    let body = decompress(raw, content_encoding, limit)?;
-    decode_request(&body, format)
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => Err(DecodeError::TooLarge { limit }),
+        Err(err) => Err(DecodeError::Decompress(std::io::Error::other(format!("reading the body: {err}")))),
+    }
 }
 
 fn encoded_response<M: Message + serde::Serialize>(status: StatusCode, format: PayloadFormat, message: &M) -> Response {

@@ -151,6 +151,20 @@ impl ExportOutcome {
     }
 }
 
+/// Bodies up to this size are decoded on the async worker that received them: a handful of
+/// points costs less than the hand-off to the blocking pool (and a latency probe is small).
+const INLINE_BODY_BYTES_MAX: usize = 8 * 1024;
+
+/// Why an export request failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Decode(#[from] decode::DecodeError),
+    /// The decode task did not finish (a bug: it panicked). Nothing of the request was stored.
+    #[error("internal error while decoding the request: {0}")]
+    Worker(String),
+}
+
 /// Validates, converts and stores export requests; shared by both receivers.
 #[derive(Debug)]
 pub struct Ingestor {
@@ -179,6 +193,31 @@ impl Ingestor {
 
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry
+    }
+
+    /// Decompresses (when `content_encoding` says so), decodes and stores a request body.
+    ///
+    /// The CPU work runs on tokio's blocking pool, not on the async workers: a 1,000-point batch
+    /// takes milliseconds to decode, and on the async workers it would delay every GetMetrics
+    /// and StreamIsActive answer queued behind it (measured in perf-reports/2026-11-30-baseline.md).
+    pub async fn export_body(
+        self: &Arc<Self>,
+        body: bytes::Bytes,
+        content_encoding: Option<String>,
+        format: decode::PayloadFormat,
+        transport: Transport,
+    ) -> Result<ExportOutcome, ExportError> {
+        let body_len_hint = body.len();
+        let ingestor = Arc::clone(self);
+        let work = move || {
+            let body = decode::decompress(body, content_encoding.as_deref(), ingestor.request_bytes_max)?;
+            let request = decode::decode_request(&body, format)?;
+            Ok(ingestor.export(&request, transport))
+        };
+        if body_len_hint <= INLINE_BODY_BYTES_MAX {
+            return work();
+        }
+        tokio::task::spawn_blocking(work).await.map_err(|join_error| ExportError::Worker(join_error.to_string()))?
     }
 
     /// Stores what is valid in `request`, counts the rest, and wakes the streams that watch

@@ -57,6 +57,25 @@ impl Default for PullPipeline {
     }
 }
 
+/// Best, mean and worst of a figure over pipeline phases, in seconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct PhaseSpread {
+    pub best_s: f64,
+    pub mean_s: f64,
+    pub worst_s: f64,
+}
+
+impl PhaseSpread {
+    fn of(values: &[f64]) -> Option<PhaseSpread> {
+        if values.is_empty() {
+            return None;
+        }
+        let best_s = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let worst_s = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Some(PhaseSpread { best_s, mean_s: values.iter().sum::<f64>() / values.len() as f64, worst_s })
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Decision {
     /// Seconds since the load started.
@@ -76,7 +95,11 @@ pub struct ScaleSimResult {
     /// Seconds from the start of the ramp to a decision reaching the final ideal replica count.
     pub push_reaches_final_s: Option<f64>,
     pub pull_reaches_final_s: Option<f64>,
+    /// The pull figures over every scrape and poll phase (1 s grid) relative to the load start.
+    pub pull_activation_over_phases: PhaseSpread,
+    pub pull_reaches_final_over_phases: PhaseSpread,
     pub push_decisions: Vec<Decision>,
+    /// The pull pipeline's decisions with scrapes and polls aligned to the load start.
     pub pull_decisions: Vec<Decision>,
     pub ramp_starts_at_s: f64,
     pub hpa_sync_interval_s: f64,
@@ -224,15 +247,24 @@ pub async fn run(config: &ScaleSimConfig) -> anyhow::Result<ScaleSimResult> {
     let ramp_starts_at_s = config.ramp_start_s();
     let ideal_final_replicas = ((config.final_tokens_per_s() / config.policy.target_value).ceil() as u32)
         .clamp(config.policy.min_replicas, config.policy.max_replicas);
-    let pull_decisions = pull_timeline(config, total_s - idle_s + 180.0);
-    let pull_activation_s =
-        pull_decisions.iter().find(|decision| decision.metric_value > 0.0).map(|decision| decision.at_s);
+    let horizon_s = total_s - idle_s + 180.0;
+    let first_activation = |decisions: &[Decision]| decisions.iter().find(|d| d.metric_value > 0.0).map(|d| d.at_s);
     let reaches = |decisions: &[Decision]| {
         decisions
             .iter()
             .find(|decision| decision.at_s >= ramp_starts_at_s && decision.replicas >= ideal_final_replicas)
             .map(|decision| decision.at_s - ramp_starts_at_s)
     };
+    let pull_decisions = pull_timeline(config, horizon_s, 0.0, 0.0);
+    let pull_activation_s = first_activation(&pull_decisions);
+    let (mut pull_activations, mut pull_reached) = (Vec::new(), Vec::new());
+    for scrape_phase in 0..config.pull.scrape_interval_s.ceil() as u32 {
+        for poll_phase in 1..=config.pull.keda_polling_interval_s.ceil() as u32 {
+            let decisions = pull_timeline(config, horizon_s, f64::from(scrape_phase), f64::from(poll_phase));
+            pull_activations.extend(first_activation(&decisions));
+            pull_reached.extend(reaches(&decisions));
+        }
+    }
     Ok(ScaleSimResult {
         final_tokens_per_s: config.final_tokens_per_s(),
         ideal_final_replicas,
@@ -240,6 +272,8 @@ pub async fn run(config: &ScaleSimConfig) -> anyhow::Result<ScaleSimResult> {
         pull_activation_s,
         push_reaches_final_s: reaches(&push_decisions),
         pull_reaches_final_s: reaches(&pull_decisions),
+        pull_activation_over_phases: PhaseSpread::of(&pull_activations).unwrap_or_default(),
+        pull_reaches_final_over_phases: PhaseSpread::of(&pull_reached).unwrap_or_default(),
         push_decisions,
         pull_decisions,
         ramp_starts_at_s,
@@ -258,17 +292,21 @@ fn total_tokens(config: &ScaleSimConfig, t: f64) -> f64 {
 }
 
 /// The pull pipeline's decisions, computed from the same load: Prometheus scrapes the summed
-/// counter every `scrape_interval_s` (after the load has run past the end, the last rate holds),
+/// counter every `scrape_interval_s` from `scrape_phase_s` (after the load has run past the end,
+/// the last rate holds), KEDA's first poll is at `poll_phase_s` (or one interval in when 0),
 /// `rate()` over `rate_window_s` needs two scrapes, KEDA polls every `keda_polling_interval_s`,
 /// and the HPA applies the same policy to the per-pod average.
-pub fn pull_timeline(config: &ScaleSimConfig, horizon_s: f64) -> Vec<Decision> {
+pub fn pull_timeline(config: &ScaleSimConfig, horizon_s: f64, scrape_phase_s: f64, poll_phase_s: f64) -> Vec<Decision> {
     let pull = config.pull;
-    let scrape_times: Vec<f64> =
-        (1..).map(|k| k as f64 * pull.scrape_interval_s).take_while(|&t| t <= horizon_s).collect();
+    let scrape_times: Vec<f64> = (0..)
+        .map(|k| scrape_phase_s + k as f64 * pull.scrape_interval_s)
+        .filter(|&t| t > 0.0)
+        .take_while(|&t| t <= horizon_s)
+        .collect();
     let scrapes: Vec<(f64, f64)> = scrape_times.iter().map(|&t| (t, total_tokens(config, t))).collect();
     let mut replicas = config.policy.min_replicas.max(1);
     let mut decisions = Vec::new();
-    let mut poll_s = pull.keda_polling_interval_s;
+    let mut poll_s = if poll_phase_s > 0.0 { poll_phase_s } else { pull.keda_polling_interval_s };
     while poll_s <= horizon_s {
         let in_window: Vec<&(f64, f64)> =
             scrapes.iter().filter(|(t, _)| *t <= poll_s && *t > poll_s - pull.rate_window_s).collect();
@@ -287,13 +325,15 @@ pub fn pull_timeline(config: &ScaleSimConfig, horizon_s: f64) -> Vec<Decision> {
 impl ScaleSimResult {
     pub fn markdown(&self) -> String {
         let seconds =
-            |value: Option<f64>| value.map_or_else(|| "not within the run".to_owned(), |s| format!("{s:.1} s"));
+            |value: Option<f64>| value.map_or_else(|| "not within the run".to_owned(), |s| format!("{s:.2} s"));
+        let spread =
+            |spread: &PhaseSpread| format!("{:.1} s / {:.1} s / {:.1} s", spread.best_s, spread.mean_s, spread.worst_s);
         let mut out = format!(
             "Load: tokens/s doubling to {:.0}/s (ideal {} replicas at the end); trigger `rate` over {:.0} s; \
              HPA reads every {:.0} s. Pull pipeline: scrape every {:.0} s, `rate()[{:.0}s]`, KEDA polls every {:.0} s.\n\n\
-             | | push (otelscale) | pull (Prometheus + KEDA) |\n|---|---|---|\n\
-             | load start → active | {} | {} |\n\
-             | ramp start → {} replicas decided | {} | {} |\n\n",
+             | | push (otelscale), measured | pull, phases aligned with the load | pull over all phases: best / mean / worst |\n|---|---|---|---|\n\
+             | load start → active | {} | {} | {} |\n\
+             | ramp start → {} replicas decided | {} | {} | {} |\n\n",
             self.final_tokens_per_s,
             self.ideal_final_replicas,
             self.window_s,
@@ -303,15 +343,17 @@ impl ScaleSimResult {
             self.pull.keda_polling_interval_s,
             seconds(self.push_activation_s),
             seconds(self.pull_activation_s),
+            spread(&self.pull_activation_over_phases),
             self.ideal_final_replicas,
             seconds(self.push_reaches_final_s),
             seconds(self.pull_reaches_final_s),
+            spread(&self.pull_reaches_final_over_phases),
         );
         out.push_str("Push decisions (seconds after load start: per-pod value → replicas):\n\n");
         for decision in &self.push_decisions {
             out.push_str(&format!("- {:.1} s: {:.1} → {}\n", decision.at_s, decision.metric_value, decision.replicas));
         }
-        out.push_str("\nPull decisions:\n\n");
+        out.push_str("\nPull decisions, scrapes and polls aligned with the load start:\n\n");
         for decision in &self.pull_decisions {
             out.push_str(&format!("- {:.1} s: {:.1} → {}\n", decision.at_s, decision.metric_value, decision.replicas));
         }
@@ -359,7 +401,7 @@ mod tests {
     #[test]
     fn pull_pipeline_decides_at_keda_polls_from_scraped_rates() {
         let config = config();
-        let decisions = pull_timeline(&config, 120.0);
+        let decisions = pull_timeline(&config, 120.0, 0.0, 0.0);
         // Polls at 30, 60, 90, 120 s.
         let times: Vec<f64> = decisions.iter().map(|d| d.at_s).collect();
         assert_eq!(times, [30.0, 60.0, 90.0, 120.0]);
@@ -368,5 +410,11 @@ mod tests {
         assert_eq!(decisions[0].replicas, 16);
         // Then it holds: 8000 / 16 = 500 per pod, inside the tolerance.
         assert!(decisions[1..].iter().all(|d| d.replicas == 16));
+        // Shifted phases: the first poll at 5 s sees one scrape only (no rate yet).
+        let shifted = pull_timeline(&config, 120.0, 3.0, 5.0);
+        assert_eq!(shifted[0].at_s, 5.0);
+        assert_eq!(shifted[0].metric_value, 0.0);
+        assert_eq!(shifted[1].at_s, 35.0);
+        assert!(shifted[1].metric_value > 0.0);
     }
 }
