@@ -119,7 +119,7 @@ async fn series(State(state): State<AdminState>, Query(params): Query<HashMap<St
         .into_iter()
         .map(|summary| SeriesEntry {
             metric: summary.key.metric_name().to_owned(),
-            labels: summary.key.labels().iter().map(|l| (l.name.to_string(), l.value.to_string())).collect(),
+            labels: summary.key.labels().map(|l| (l.name.to_owned(), l.value.to_owned())).collect(),
             kind: summary.kind.as_str(),
             samples: summary.sample_count,
             last_timestamp_ms: summary.last_timestamp_ms,

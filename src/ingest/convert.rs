@@ -258,7 +258,7 @@ impl MetricConverter<'_> {
         append_attribute_labels(attributes, self.limits, &mut labels)?;
         labels.extend(extra_label);
         let key = SeriesKey::new(metric_name, labels);
-        if key.labels().len() > self.limits.labels_per_series_max {
+        if key.label_count() > self.limits.labels_per_series_max {
             return Err(RejectReason::TooManyLabels);
         }
         Ok(BatchSample::new(key, kind, timestamp_ms, value))

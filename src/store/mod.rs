@@ -4,6 +4,7 @@
 //! of already validated samples, and queries read it through [`Store::visit_metric`].
 //! **Invariant:** once [`Store::append`] returns, every later read sees the appended samples.
 
+mod batch;
 mod chunk;
 pub mod kernels;
 mod series_key;
@@ -14,8 +15,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 
+pub use batch::{BatchLabel, BatchSample, BatchText, DecodedBatch, DecodedSample, SampleBatch};
 pub use chunk::CHUNK_CAPACITY;
-pub use series_key::{normalize_metric_name, LabelPair, SeriesKey};
+pub use series_key::{
+    needs_normalization, normalize_metric_name, series_hash, sort_and_dedup_keep_last, LabelPair, LabelRef, SeriesKey,
+};
 pub use window::{SeriesKind, SeriesWindow, WindowOp};
 
 use shard::{AppendResult, Shard};
@@ -26,29 +30,6 @@ pub struct StoreConfig {
     pub shard_count: usize,
     pub series_count_max: usize,
     pub retention_ms: i64,
-}
-
-/// One validated sample on its way into the store.
-#[derive(Debug, Clone)]
-pub struct BatchSample {
-    pub key: SeriesKey,
-    pub key_hash: u64,
-    pub kind: SeriesKind,
-    pub timestamp_ms: i64,
-    pub value: f64,
-}
-
-impl BatchSample {
-    pub fn new(key: SeriesKey, kind: SeriesKind, timestamp_ms: i64, value: f64) -> Self {
-        let key_hash = key.stable_hash();
-        BatchSample { key, key_hash, kind, timestamp_ms, value }
-    }
-}
-
-/// The samples of one export request, in the order they were received.
-#[derive(Debug, Default)]
-pub struct SampleBatch {
-    pub samples: Vec<BatchSample>,
 }
 
 /// What [`Store::append`] did with a batch.
@@ -101,50 +82,51 @@ impl Store {
         ((key_hash >> 32) as usize) % self.shards.len()
     }
 
-    /// Appends a batch. Samples of the same series must be in time order within the batch.
-    /// Each shard's lock is taken once per batch.
+    /// Appends an owned batch (see [`Store::append_decoded`]).
     pub fn append(&self, batch: SampleBatch, now_ms: i64) -> AppendOutcome {
-        let mut outcome = AppendOutcome::default();
-        let cutoff_ms = now_ms.saturating_sub(self.config.retention_ms);
-        let mut samples = batch.samples;
-        samples.retain(|sample| {
-            let fresh = sample.timestamp_ms >= cutoff_ms;
-            outcome.rejected_too_old += u64::from(!fresh);
-            fresh
-        });
-        // A stable sort keeps each series' samples in their original order.
-        samples.sort_by_key(|sample| self.shard_idx(sample.key_hash));
-        let mut remaining = samples.as_mut_slice();
-        while let Some(first) = remaining.first() {
-            let shard_idx = self.shard_idx(first.key_hash);
-            let run_len = remaining.iter().take_while(|sample| self.shard_idx(sample.key_hash) == shard_idx).count();
-            let (run, rest) = remaining.split_at_mut(run_len);
-            self.append_to_shard(shard_idx, run, &mut outcome);
-            remaining = rest;
-        }
-        outcome
+        self.append_decoded(&DecodedBatch::from_owned(&batch), now_ms)
     }
 
-    fn append_to_shard(&self, shard_idx: usize, run: &mut [BatchSample], outcome: &mut AppendOutcome) {
-        let mut shard = self.shards[shard_idx].write();
-        for sample in run {
-            let series_idx = match shard.find(&sample.key, sample.key_hash) {
-                Some(idx) => idx,
-                None => {
-                    if !self.reserve_series_slot() {
-                        outcome.rejected_series_limit += 1;
-                        continue;
-                    }
-                    outcome.series_created += 1;
-                    let key = std::mem::replace(&mut sample.key, SeriesKey::new("", Vec::new()));
-                    shard.insert(key, sample.key_hash, sample.kind)
-                }
-            };
-            match shard.append(series_idx, sample.kind, sample.timestamp_ms, sample.value) {
-                AppendResult::Appended | AppendResult::Overwritten => outcome.appended += 1,
-                AppendResult::OutOfOrder => outcome.rejected_out_of_order += 1,
+    /// Appends a batch. Samples of the same series must be in time order within the batch.
+    /// Each shard's lock is taken once per batch; a `SeriesKey` is built only for a new series.
+    pub fn append_decoded(&self, batch: &DecodedBatch<'_>, now_ms: i64) -> AppendOutcome {
+        let mut outcome = AppendOutcome::default();
+        let cutoff_ms = now_ms.saturating_sub(self.config.retention_ms);
+        let samples = batch.samples();
+        // (shard, sample) pairs; a stable sort keeps each series' samples in their original order.
+        let mut order: Vec<(u32, u32)> = Vec::with_capacity(samples.len());
+        for (sample_idx, sample) in samples.iter().enumerate() {
+            if sample.timestamp_ms < cutoff_ms {
+                outcome.rejected_too_old += 1;
+            } else {
+                order.push((self.shard_idx(sample.key_hash) as u32, sample_idx as u32));
             }
         }
+        order.sort_by_key(|&(shard_idx, _)| shard_idx);
+        for run in order.chunk_by(|a, b| a.0 == b.0) {
+            let mut shard = self.shards[run[0].0 as usize].write();
+            for &(_, sample_idx) in run {
+                let sample = &samples[sample_idx as usize];
+                let metric_name = batch.metric_name(sample);
+                let found = shard.find(sample.key_hash, |key| key.equals(metric_name, batch.labels(sample)));
+                let series_idx = match found {
+                    Some(idx) => idx,
+                    None => {
+                        if !self.reserve_series_slot() {
+                            outcome.rejected_series_limit += 1;
+                            continue;
+                        }
+                        outcome.series_created += 1;
+                        shard.insert(batch.series_key(sample), sample.key_hash, sample.kind)
+                    }
+                };
+                match shard.append(series_idx, sample.kind, sample.timestamp_ms, sample.value) {
+                    AppendResult::Appended | AppendResult::Overwritten => outcome.appended += 1,
+                    AppendResult::OutOfOrder => outcome.rejected_out_of_order += 1,
+                }
+            }
+        }
+        outcome
     }
 
     fn reserve_series_slot(&self) -> bool {
@@ -178,7 +160,7 @@ impl Store {
                 }
             });
         }
-        listed.sort_by(|a, b| (a.key.metric_name(), a.key.labels()).cmp(&(b.key.metric_name(), b.key.labels())));
+        listed.sort_by(|a, b| a.key.cmp(&b.key));
         listed
     }
 

@@ -1,4 +1,10 @@
 //! Series identity: a normalized metric name plus a sorted, de-duplicated label set.
+//!
+//! A stored key is one contiguous allocation (lengths header, then the strings back to back),
+//! so comparing it with an incoming label set touches one or two cache lines, and the store
+//! holds one allocation per series instead of two per label. Incoming label sets are compared
+//! and hashed in their borrowed form ([`LabelRef`]s into the request buffer); a [`SeriesKey`] is
+//! built only when a series is new.
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -6,13 +12,23 @@ use std::hash::{BuildHasher, Hasher};
 /// (shard choice and, later, snapshots depend on it).
 const SERIES_HASH_SEED: u64 = 0x6f74_656c_7363_616c;
 
+/// Bytes of the blob header: metric name length and label count.
+const HEADER_BYTES: usize = 8;
+/// Bytes per label in the header: name length and value length.
+const LABEL_HEADER_BYTES: usize = 8;
+
 /// Normalizes a metric name the way Kedify's OTel add-on does: `.` and `/` become `_`.
 /// Everything else, `:` included (`vllm:num_requests_waiting`), is kept.
 pub fn normalize_metric_name(name: &str) -> String {
     name.replace(['.', '/'], "_")
 }
 
-/// One label: a name and its value, both as strings.
+/// Whether [`normalize_metric_name`] would change `name`.
+pub fn needs_normalization(name: &str) -> bool {
+    name.bytes().any(|byte| byte == b'.' || byte == b'/')
+}
+
+/// One label: a name and its value, both as strings (the owned form used to build keys).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LabelPair {
     pub name: Box<str>,
@@ -25,64 +41,182 @@ impl LabelPair {
     }
 }
 
-/// The identity of a series. Labels are sorted by name and unique.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SeriesKey {
-    metric_name: Box<str>,
-    labels: Box<[LabelPair]>,
+/// A borrowed label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LabelRef<'a> {
+    pub name: &'a str,
+    pub value: &'a str,
 }
 
-impl SeriesKey {
-    /// Builds a key from an already normalized metric name and labels in precedence order:
-    /// when a name appears more than once, the **last** occurrence wins (ingest passes
-    /// resource attributes first and data point attributes after them).
-    pub fn new(metric_name: impl Into<Box<str>>, mut labels: Vec<LabelPair>) -> Self {
-        // A stable sort keeps equal names in precedence order, so the last one of a run wins.
-        labels.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut unique: Vec<LabelPair> = Vec::with_capacity(labels.len());
-        for label in labels {
-            match unique.last_mut() {
-                Some(last) if last.name == label.name => *last = label,
-                _ => unique.push(label),
-            }
-        }
-        SeriesKey { metric_name: metric_name.into(), labels: unique.into_boxed_slice() }
+/// Hashes a series identity given in canonical order (labels sorted by name, unique). The owned
+/// and the borrowed form hash identically.
+pub fn series_hash<'a>(metric_name: &str, labels: impl IntoIterator<Item = LabelRef<'a>>) -> u64 {
+    let mut hasher = foldhash::fast::FixedState::with_seed(SERIES_HASH_SEED).build_hasher();
+    hash_str(&mut hasher, metric_name);
+    for label in labels {
+        hash_str(&mut hasher, label.name);
+        hash_str(&mut hasher, label.value);
     }
-
-    pub fn metric_name(&self) -> &str {
-        &self.metric_name
-    }
-
-    pub fn labels(&self) -> &[LabelPair] {
-        &self.labels
-    }
-
-    /// The value of label `name`, if the series has it.
-    pub fn label_value(&self, name: &str) -> Option<&str> {
-        self.labels.binary_search_by(|label| (*label.name).cmp(name)).ok().map(|idx| &*self.labels[idx].value)
-    }
-
-    /// A hash that is the same in every process for the same key.
-    pub fn stable_hash(&self) -> u64 {
-        let mut hasher = foldhash::quality::FixedState::with_seed(SERIES_HASH_SEED).build_hasher();
-        hash_str(&mut hasher, &self.metric_name);
-        for label in self.labels.iter() {
-            hash_str(&mut hasher, &label.name);
-            hash_str(&mut hasher, &label.value);
-        }
-        hasher.finish()
-    }
-
-    /// Bytes held by the label strings and the name, for memory accounting.
-    pub fn string_bytes(&self) -> usize {
-        self.metric_name.len() + self.labels.iter().map(|label| label.name.len() + label.value.len()).sum::<usize>()
-    }
+    hasher.finish()
 }
 
 fn hash_str(hasher: &mut impl Hasher, text: &str) {
     // Length-prefixed so that ("ab","c") and ("a","bc") hash differently.
     hasher.write_usize(text.len());
     hasher.write(text.as_bytes());
+}
+
+/// The identity of a series. Labels are sorted by name and unique.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SeriesKey {
+    /// `[metric_len u32][n_labels u32][(name_len u32, value_len u32) × n][metric][name value]…`
+    blob: Box<[u8]>,
+}
+
+impl std::fmt::Debug for SeriesKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeriesKey")
+            .field("metric_name", &self.metric_name())
+            .field("labels", &self.labels().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn read_u32(bytes: &[u8], offset: usize) -> usize {
+    u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("four header bytes")) as usize
+}
+
+impl SeriesKey {
+    /// Builds a key from an already normalized metric name and labels in precedence order:
+    /// when a name appears more than once, the **last** occurrence wins (ingest passes
+    /// resource attributes first and data point attributes after them).
+    pub fn new(metric_name: impl AsRef<str>, labels: Vec<LabelPair>) -> Self {
+        let mut refs: Vec<LabelRef<'_>> =
+            labels.iter().map(|label| LabelRef { name: &label.name, value: &label.value }).collect();
+        sort_and_dedup_keep_last(&mut refs);
+        SeriesKey::from_canonical(metric_name.as_ref(), refs.iter().copied())
+    }
+
+    /// Builds a key from labels already in canonical order (sorted by name, unique).
+    pub fn from_canonical<'a>(metric_name: &str, labels: impl Iterator<Item = LabelRef<'a>> + Clone) -> Self {
+        let n_labels = labels.clone().count();
+        let strings_len: usize = labels.clone().map(|label| label.name.len() + label.value.len()).sum();
+        let mut blob =
+            Vec::with_capacity(HEADER_BYTES + n_labels * LABEL_HEADER_BYTES + metric_name.len() + strings_len);
+        let len_u32 = |len: usize| u32::try_from(len).expect("label strings are limited far below 4 GiB").to_le_bytes();
+        blob.extend_from_slice(&len_u32(metric_name.len()));
+        blob.extend_from_slice(&len_u32(n_labels));
+        for label in labels.clone() {
+            blob.extend_from_slice(&len_u32(label.name.len()));
+            blob.extend_from_slice(&len_u32(label.value.len()));
+        }
+        blob.extend_from_slice(metric_name.as_bytes());
+        for label in labels {
+            blob.extend_from_slice(label.name.as_bytes());
+            blob.extend_from_slice(label.value.as_bytes());
+        }
+        debug_assert_eq!(blob.len(), blob.capacity());
+        SeriesKey { blob: blob.into_boxed_slice() }
+    }
+
+    fn n_labels(&self) -> usize {
+        read_u32(&self.blob, 4)
+    }
+
+    fn strings_start(&self) -> usize {
+        HEADER_BYTES + self.n_labels() * LABEL_HEADER_BYTES
+    }
+
+    fn str_at(&self, start: usize, len: usize) -> &str {
+        // The blob is only ever built from `&str`s, at these offsets.
+        std::str::from_utf8(&self.blob[start..start + len]).expect("series key strings are UTF-8")
+    }
+
+    pub fn metric_name(&self) -> &str {
+        self.str_at(self.strings_start(), read_u32(&self.blob, 0))
+    }
+
+    /// The labels in canonical order.
+    pub fn labels(&self) -> impl Iterator<Item = LabelRef<'_>> + Clone + '_ {
+        let n_labels = self.n_labels();
+        let mut offset = self.strings_start() + read_u32(&self.blob, 0);
+        (0..n_labels).map(move |label_idx| {
+            let header = HEADER_BYTES + label_idx * LABEL_HEADER_BYTES;
+            let name_len = read_u32(&self.blob, header);
+            let value_len = read_u32(&self.blob, header + 4);
+            let name = self.str_at(offset, name_len);
+            let value = self.str_at(offset + name_len, value_len);
+            offset += name_len + value_len;
+            LabelRef { name, value }
+        })
+    }
+
+    pub fn label_count(&self) -> usize {
+        self.n_labels()
+    }
+
+    /// The value of label `name`, if the series has it.
+    pub fn label_value(&self, name: &str) -> Option<&str> {
+        self.labels().find(|label| label.name == name).map(|label| label.value)
+    }
+
+    /// Whether this key is the series `metric_name` + `labels` (canonical order).
+    pub fn equals<'a>(&self, metric_name: &str, labels: impl Iterator<Item = LabelRef<'a>>) -> bool {
+        if self.metric_name() != metric_name {
+            return false;
+        }
+        let mut stored = self.labels();
+        for label in labels {
+            match stored.next() {
+                Some(stored_label) if stored_label == label => {}
+                _ => return false,
+            }
+        }
+        stored.next().is_none()
+    }
+
+    /// A hash that is the same in every process for the same key.
+    pub fn stable_hash(&self) -> u64 {
+        series_hash(self.metric_name(), self.labels())
+    }
+
+    /// Bytes held by the label strings and the name, for memory accounting.
+    pub fn string_bytes(&self) -> usize {
+        self.blob.len() - self.strings_start()
+    }
+
+    /// Heap bytes of the key (strings and lengths header).
+    pub fn heap_bytes(&self) -> usize {
+        self.blob.len()
+    }
+}
+
+impl PartialOrd for SeriesKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SeriesKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.metric_name().cmp(other.metric_name()).then_with(|| self.labels().cmp(other.labels()))
+    }
+}
+
+/// Sorts labels by name and keeps the **last** of equal names (stable sort, so equal names stay
+/// in precedence order).
+pub fn sort_and_dedup_keep_last(labels: &mut Vec<LabelRef<'_>>) {
+    labels.sort_by(|a, b| a.name.cmp(b.name));
+    let mut write_idx = 0;
+    for read_idx in 0..labels.len() {
+        if write_idx > 0 && labels[write_idx - 1].name == labels[read_idx].name {
+            labels[write_idx - 1] = labels[read_idx];
+        } else {
+            labels[write_idx] = labels[read_idx];
+            write_idx += 1;
+        }
+    }
+    labels.truncate(write_idx);
 }
 
 #[cfg(test)]
@@ -94,6 +228,7 @@ mod tests {
         assert_eq!(normalize_metric_name("gpu.temperature"), "gpu_temperature");
         assert_eq!(normalize_metric_name("a/b.c"), "a_b_c");
         assert_eq!(normalize_metric_name("vllm:num_requests_waiting"), "vllm:num_requests_waiting");
+        assert!(needs_normalization("a.b") && !needs_normalization("a:b"));
     }
 
     #[test]
@@ -102,11 +237,38 @@ mod tests {
             "m",
             vec![LabelPair::new("z", "1"), LabelPair::new("a", "resource"), LabelPair::new("a", "point")],
         );
-        assert_eq!(key.labels().len(), 2);
+        assert_eq!(key.label_count(), 2);
         assert_eq!(key.label_value("a"), Some("point"));
         assert_eq!(key.label_value("z"), Some("1"));
         assert_eq!(key.label_value("missing"), None);
-        assert_eq!(key.labels()[0].name.as_ref(), "a");
+        assert_eq!(key.labels().next().unwrap().name, "a");
+        assert_eq!(key.metric_name(), "m");
+    }
+
+    #[test]
+    fn blob_round_trips_and_compares_with_borrowed_labels() {
+        let key = SeriesKey::new(
+            "gpu_util",
+            vec![LabelPair::new("gpu", "3"), LabelPair::new("Hostname", "node-1"), LabelPair::new("", "")],
+        );
+        let labels: Vec<LabelRef<'_>> = key.labels().collect();
+        assert_eq!(
+            labels,
+            [
+                LabelRef { name: "", value: "" },
+                LabelRef { name: "Hostname", value: "node-1" },
+                LabelRef { name: "gpu", value: "3" }
+            ]
+        );
+        assert!(key.equals("gpu_util", labels.iter().copied()));
+        assert!(!key.equals("gpu_util", labels[..2].iter().copied()));
+        assert!(!key.equals("gpu_utilx", labels.iter().copied()));
+        assert_eq!(key.stable_hash(), series_hash("gpu_util", labels.iter().copied()));
+        assert_eq!(SeriesKey::from_canonical("gpu_util", labels.iter().copied()), key);
+        assert_eq!(key.string_bytes(), "gpu_util".len() + "Hostname".len() + "node-1".len() + "gpu".len() + 1);
+        let empty = SeriesKey::new("gpu_util", vec![]);
+        assert_eq!(empty.labels().count(), 0);
+        assert!(empty < key);
     }
 
     #[test]

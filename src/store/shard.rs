@@ -76,15 +76,16 @@ pub(super) struct Shard {
 }
 
 impl Shard {
-    pub fn find(&self, key: &SeriesKey, key_hash: u64) -> Option<SeriesIdx> {
+    /// The series with hash `key_hash` for which `is_same` holds.
+    pub fn find(&self, key_hash: u64, is_same: impl Fn(&SeriesKey) -> bool) -> Option<SeriesIdx> {
         self.index
-            .find(key_hash, |&idx| self.slots[idx as usize].as_ref().is_some_and(|series| series.key == *key))
+            .find(key_hash, |&idx| self.slots[idx as usize].as_ref().is_some_and(|series| is_same(&series.key)))
             .copied()
     }
 
     /// Adds a series the caller checked is absent.
     pub fn insert(&mut self, key: SeriesKey, key_hash: u64, kind: SeriesKind) -> SeriesIdx {
-        debug_assert!(self.find(&key, key_hash).is_none());
+        debug_assert!(self.find(key_hash, |stored| *stored == key).is_none());
         let metric_name: Box<str> = key.metric_name().into();
         let series = Series { key, key_hash, kind, chunks: VecDeque::new() };
         let idx = match self.free_slots.pop() {
@@ -179,7 +180,7 @@ impl Shard {
             .slots
             .iter()
             .flatten()
-            .map(|series| series.chunks.iter().map(Chunk::heap_bytes).sum::<usize>() + series.key.string_bytes())
+            .map(|series| series.chunks.iter().map(Chunk::heap_bytes).sum::<usize>() + series.key.heap_bytes())
             .sum();
         let spare_bytes: usize = self.spare_chunks.iter().map(Chunk::heap_bytes).sum();
         chunk_bytes + spare_bytes + self.slots.capacity() * std::mem::size_of::<Option<Series>>()

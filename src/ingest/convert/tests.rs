@@ -59,7 +59,7 @@ fn convert(request: &ExportMetricsServiceRequest) -> (Vec<BatchSample>, Rejectio
 
 /// `name{k=v,...} kind value @ts` for compact assertions.
 fn describe(sample: &BatchSample) -> String {
-    let labels: Vec<String> = sample.key.labels().iter().map(|l| format!("{}={}", l.name, l.value)).collect();
+    let labels: Vec<String> = sample.key.labels().map(|l| format!("{}={}", l.name, l.value)).collect();
     format!(
         "{}{{{}}} {} {} @{}",
         sample.key.metric_name(),
