@@ -24,13 +24,13 @@ impl ActivityHub {
     }
 
     /// Called by ingest after a batch is stored.
-    pub fn notify(&self, metric_names: &[String]) {
+    pub fn notify(&self, metric_names: &[&str]) {
         let watched = self.watched_metrics.read();
         if watched.is_empty() {
             return;
         }
         for metric_name in metric_names {
-            if let Some(sender) = watched.get(metric_name) {
+            if let Some(sender) = watched.get(*metric_name) {
                 sender.send_modify(|generation| *generation = generation.wrapping_add(1));
             }
         }
@@ -46,11 +46,11 @@ mod tests {
         let hub = ActivityHub::default();
         let mut tokens = hub.subscribe("tokens");
         let memory = hub.subscribe("memory");
-        hub.notify(&["tokens".to_owned()]);
+        hub.notify(&["tokens"]);
         assert!(tokens.has_changed().unwrap());
         assert!(!memory.has_changed().unwrap());
         tokens.mark_unchanged();
-        hub.notify(&["memory".to_owned(), "other".to_owned()]);
+        hub.notify(&["memory", "other"]);
         assert!(memory.has_changed().unwrap());
         assert!(!tokens.has_changed().unwrap());
         drop(memory);

@@ -35,7 +35,7 @@ pub enum DecodeError {
     #[error("body is not valid gzip: {0}")]
     Decompress(std::io::Error),
     #[error("body is not a valid ExportMetricsServiceRequest protobuf: {0}")]
-    Protobuf(#[from] prost::DecodeError),
+    Protobuf(#[from] super::wire::WireError),
     #[error("body is not a valid OTLP JSON ExportMetricsServiceRequest: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -84,7 +84,9 @@ pub fn decompress(body: Bytes, content_encoding: Option<&str>, limit: usize) -> 
 /// Decodes an uncompressed body.
 pub fn decode_request(body: &[u8], format: PayloadFormat) -> Result<ExportMetricsServiceRequest, DecodeError> {
     match format {
-        PayloadFormat::Protobuf => Ok(ExportMetricsServiceRequest::decode(body)?),
+        PayloadFormat::Protobuf => {
+            ExportMetricsServiceRequest::decode(body).map_err(|err| DecodeError::Protobuf(err.into()))
+        }
         PayloadFormat::Json => Ok(serde_json::from_slice(body)?),
     }
 }

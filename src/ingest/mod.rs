@@ -8,6 +8,7 @@ pub mod convert;
 pub mod decode;
 pub mod grpc;
 pub mod http;
+pub mod wire;
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuc
 
 use crate::activity::ActivityHub;
 use crate::config::Config;
-use crate::store::{SampleBatch, Store};
+use crate::store::{DecodedBatch, SampleBatch, Store};
 use crate::telemetry::Telemetry;
 use convert::{convert_request, ConvertLimits};
 
@@ -195,11 +196,41 @@ impl Ingestor {
         &self.telemetry
     }
 
-    /// Decompresses (when `content_encoding` says so), decodes and stores a request body.
+    /// Decompresses (when `content_encoding` says so), decodes and stores a request body, on the
+    /// calling thread. The receivers call [`Ingestor::export_body`]; a runtime that owns its core
+    /// (io_uring) calls this directly.
+    pub fn ingest_body(
+        &self,
+        body: bytes::Bytes,
+        content_encoding: Option<&str>,
+        format: decode::PayloadFormat,
+        transport: Transport,
+    ) -> Result<ExportOutcome, ExportError> {
+        let body = decode::decompress(body, content_encoding, self.request_bytes_max)?;
+        if format == decode::PayloadFormat::Json {
+            let request = decode::decode_request(&body, format)?;
+            return Ok(self.export(&request, transport));
+        }
+        let now_ms = crate::clock::now_ms();
+        let mut batch = DecodedBatch::new();
+        let mut rejections = Rejections::default();
+        match wire::decode_request(&body, &self.limits, now_ms, &mut batch, &mut rejections) {
+            Ok(()) => Ok(self.store_batch(&batch, rejections, transport, now_ms)),
+            Err(wire::WireError::NonCanonical { message }) => {
+                tracing::debug!(field = message, "non-canonical OTLP encoding: decoding with the prost types");
+                let request = decode::decode_request(&body, format)?;
+                Ok(self.export(&request, transport))
+            }
+            Err(err) => Err(ExportError::Decode(decode::DecodeError::Protobuf(err))),
+        }
+    }
+
+    /// [`Ingestor::ingest_body`] for the async receivers.
     ///
-    /// The CPU work runs on tokio's blocking pool, not on the async workers: a 1,000-point batch
-    /// takes milliseconds to decode, and on the async workers it would delay every GetMetrics
-    /// and StreamIsActive answer queued behind it (measured in perf-reports/2026-11-30-baseline.md).
+    /// Bodies over [`INLINE_BODY_BYTES_MAX`] run on tokio's blocking pool, not on the async
+    /// workers: a 1,000-point batch takes milliseconds to decode, and on an async worker it would
+    /// delay every GetMetrics and StreamIsActive answer queued behind it (measured in
+    /// perf-reports/2026-11-30-baseline.md).
     pub async fn export_body(
         self: &Arc<Self>,
         body: bytes::Bytes,
@@ -207,44 +238,40 @@ impl Ingestor {
         format: decode::PayloadFormat,
         transport: Transport,
     ) -> Result<ExportOutcome, ExportError> {
-        let body_len_hint = body.len();
-        let ingestor = Arc::clone(self);
-        let work = move || {
-            let body = decode::decompress(body, content_encoding.as_deref(), ingestor.request_bytes_max)?;
-            let request = decode::decode_request(&body, format)?;
-            Ok(ingestor.export(&request, transport))
-        };
-        if body_len_hint <= INLINE_BODY_BYTES_MAX {
-            return work();
+        if body.len() <= INLINE_BODY_BYTES_MAX {
+            return self.ingest_body(body, content_encoding.as_deref(), format, transport);
         }
-        tokio::task::spawn_blocking(work).await.map_err(|join_error| ExportError::Worker(join_error.to_string()))?
+        let ingestor = Arc::clone(self);
+        tokio::task::spawn_blocking(move || ingestor.ingest_body(body, content_encoding.as_deref(), format, transport))
+            .await
+            .map_err(|join_error| ExportError::Worker(join_error.to_string()))?
     }
 
-    /// Stores what is valid in `request`, counts the rest, and wakes the streams that watch
-    /// the metrics it touched. Returns after the samples are visible to queries.
+    /// Stores what is valid in an already decoded `request` (the JSON path, and protobuf requests
+    /// in a non-canonical encoding), counts the rest, and wakes the streams that watch the
+    /// metrics it touched. Returns after the samples are visible to queries.
     pub fn export(&self, request: &ExportMetricsServiceRequest, transport: Transport) -> ExportOutcome {
         let now_ms = crate::clock::now_ms();
-        let mut batch = SampleBatch::default();
+        let mut owned = SampleBatch::default();
         let mut rejections = Rejections::default();
-        convert_request(request, &self.limits, now_ms, &mut batch, &mut rejections);
+        convert_request(request, &self.limits, now_ms, &mut owned, &mut rejections);
+        self.store_batch(&DecodedBatch::from_owned(&owned), rejections, transport, now_ms)
+    }
 
-        let mut metric_names: Vec<&str> = Vec::new();
-        let mut touched_metrics: Vec<String> = Vec::new();
-        for sample in &batch.samples {
-            if metric_names.last() != Some(&sample.key.metric_name()) {
-                metric_names.push(sample.key.metric_name());
-            }
-        }
-        metric_names.sort_unstable();
-        metric_names.dedup();
-        touched_metrics.extend(metric_names.into_iter().map(str::to_owned));
-
-        let appended = self.store.append(batch, now_ms);
+    /// Appends a decoded batch, adds the store's rejections, notifies streams, counts.
+    fn store_batch(
+        &self,
+        batch: &DecodedBatch<'_>,
+        mut rejections: Rejections,
+        transport: Transport,
+        now_ms: i64,
+    ) -> ExportOutcome {
+        let appended = self.store.append_decoded(batch, now_ms);
         rejections.add(RejectReason::SeriesLimit, appended.rejected_series_limit);
         rejections.add(RejectReason::OutOfOrder, appended.rejected_out_of_order);
         rejections.add(RejectReason::TooOld, appended.rejected_too_old);
         if appended.appended > 0 {
-            self.activity.notify(&touched_metrics);
+            self.activity.notify(&batch.metric_names());
         }
         let outcome = ExportOutcome { accepted_points: appended.appended, rejections };
         self.telemetry.record_export(transport, &outcome);

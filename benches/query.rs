@@ -1,0 +1,113 @@
+//! Query evaluation: `avg` of `rate` over 100k counter series with 120 samples each in the
+//! window, plus the store's memory per sample and per series.
+//!
+//! Two layouts of the same 120 in-window samples per series:
+//! - `one_chunk`: each series holds exactly the 120 samples of the window;
+//! - `edge_chunk`: each series holds 180 samples and the window starts 60 samples in, so the
+//!   window's oldest chunk straddles its start and has to be scanned.
+//!
+//! Set `OTELSCALE_BENCH_1M_SERIES=1` to also build 1 M series × 120 samples (about a minute and
+//! 2 GB) for the memory figures and the query time at that size.
+
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use otelscale::query::{evaluate, parse_metric_query, QueryLimits};
+use otelscale::store::{BatchSample, LabelPair, SampleBatch, SeriesKey, SeriesKind, Store, StoreConfig, WindowOp};
+
+const NOW_MS: i64 = 1_800_000_000_000;
+const SAMPLES_IN_WINDOW: i64 = 120;
+/// Samples arrive every second; the window reaches half a second before the oldest wanted one.
+const WINDOW_MS: i64 = SAMPLES_IN_WINDOW * 1_000 + 500;
+
+/// The resident set of this process in bytes (Linux), to cross-check `Store::heap_bytes`.
+fn resident_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// A store with `n_series` counter series of `samples_per_series` samples one second apart,
+/// the newest one second before `NOW_MS`, appended one batch per second as a fleet would send.
+fn store_with(n_series: usize, samples_per_series: i64) -> Store {
+    let store = Store::new(StoreConfig { shard_count: 4, series_count_max: n_series, retention_ms: 600_000 });
+    let pod_names: Vec<String> = (0..n_series).map(|series_idx| format!("pod-{series_idx}")).collect();
+    for second in 0..samples_per_series {
+        let timestamp_ms = NOW_MS - (samples_per_series - second) * 1_000;
+        let samples = pod_names
+            .iter()
+            .enumerate()
+            .map(|(series_idx, pod)| {
+                let key = SeriesKey::new("tokens", vec![LabelPair::new("pod", pod.as_str())]);
+                // A counter growing by 10 per second with a reset every 50 s (phase per series).
+                let value = (((second + series_idx as i64) % 50) * 10) as f64;
+                BatchSample::new(key, SeriesKind::CumulativeCounter, timestamp_ms, value)
+            })
+            .collect();
+        store.append(SampleBatch { samples }, NOW_MS);
+    }
+    store
+}
+
+/// Builds the store, prints its memory figures, and returns it.
+fn build_and_report(label: &str, n_series: usize, samples_per_series: i64) -> Store {
+    let resident_before = resident_bytes();
+    let build_started = Instant::now();
+    let store = store_with(n_series, samples_per_series);
+    let build_s = build_started.elapsed().as_secs_f64();
+    let n_samples = n_series * samples_per_series as usize;
+    let heap_bytes = store.heap_bytes();
+    let resident_delta = resident_bytes().zip(resident_before).map(|(after, before)| after.saturating_sub(before));
+    println!(
+        "memory {label}: {n_series} series x {samples_per_series} samples, built in {build_s:.1} s: \
+         heap_bytes {heap_bytes} = {:.2} B/sample, {:.1} B/series; resident delta {} (upper bound: \
+         includes freed batch memory the allocator keeps)",
+        heap_bytes as f64 / n_samples as f64,
+        heap_bytes as f64 / n_series as f64,
+        resident_delta
+            .map_or("n/a".to_string(), |bytes| format!("{bytes} = {:.2} B/sample", bytes as f64 / n_samples as f64)),
+    );
+    store
+}
+
+fn bench_query(c: &mut Criterion) {
+    let query = parse_metric_query("avg(tokens)", &QueryLimits::default()).unwrap();
+    let n_series = 100_000;
+    let mut group = c.benchmark_group("query");
+    group.throughput(Throughput::Elements(n_series as u64 * SAMPLES_IN_WINDOW as u64));
+    group.sample_size(20);
+
+    let store = build_and_report("one_chunk", n_series, SAMPLES_IN_WINDOW);
+    let evaluation = evaluate(&store, &query, WindowOp::Rate, WINDOW_MS, NOW_MS);
+    assert_eq!(evaluation.matched_series, n_series);
+    group.bench_function("avg_rate_100k_series_x120_one_chunk", |b| {
+        b.iter(|| evaluate(&store, &query, WindowOp::Rate, WINDOW_MS, NOW_MS))
+    });
+    drop(store);
+
+    let store = build_and_report("edge_chunk", n_series, SAMPLES_IN_WINDOW + 60);
+    let evaluation_edge = evaluate(&store, &query, WindowOp::Rate, WINDOW_MS, NOW_MS);
+    assert_eq!(evaluation_edge.matched_series, n_series);
+    // The same 120 samples per series are in both windows, so the answers agree.
+    let (one_chunk_value, edge_value) = (evaluation.value.unwrap(), evaluation_edge.value.unwrap());
+    assert!((one_chunk_value - edge_value).abs() <= 1e-9 * one_chunk_value.abs(), "{one_chunk_value} {edge_value}");
+    group.bench_function("avg_rate_100k_series_x120_edge_chunk", |b| {
+        b.iter(|| evaluate(&store, &query, WindowOp::Rate, WINDOW_MS, NOW_MS))
+    });
+    drop(store);
+
+    if std::env::var_os("OTELSCALE_BENCH_1M_SERIES").is_some() {
+        let n_series = 1_000_000;
+        let store = build_and_report("one_chunk_1m", n_series, SAMPLES_IN_WINDOW);
+        group.throughput(Throughput::Elements(n_series as u64 * SAMPLES_IN_WINDOW as u64));
+        group.sample_size(10);
+        group.bench_function("avg_rate_1m_series_x120_one_chunk", |b| {
+            b.iter(|| evaluate(&store, &query, WindowOp::Rate, WINDOW_MS, NOW_MS))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_query);
+criterion_main!(benches);
