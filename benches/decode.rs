@@ -1,29 +1,52 @@
-//! OTLP decoding of a DCGM-like request (1,000 gauge points, 8 string labels each):
-//! opentelemetry-proto's prost types, and prost decode plus conversion into store samples.
+//! OTLP decoding of a DCGM-like request (1,000 gauge points, 8 string labels each), all in one
+//! criterion run so the figures compare as ratios:
+//! - opentelemetry-proto's prost types (the reference),
+//! - prost decode plus conversion into owned samples (the working core's path),
+//! - the zero-copy decoder alone,
+//! - zero-copy decode plus append into existing series, and into new series.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use otelscale::ingest::convert::{convert_request, ConvertLimits};
-use otelscale::ingest::Rejections;
-use otelscale::store::SampleBatch;
+use otelscale::ingest::{wire, Rejections};
+use otelscale::store::{DecodedBatch, SampleBatch, Store, StoreConfig};
 use otelscale_loadgen::shapes::dcgm_templates;
 use prost::Message;
 
 const NOW_MS: i64 = 1_800_000_000_000;
+const POINTS: usize = 1_000;
 
-fn bench_decode(c: &mut Criterion) {
-    let mut template = dcgm_templates(1_000, 1_000, 1).unwrap().remove(0);
-    template.restamp(NOW_MS as u64 * 1_000_000, 1.0);
-    let body = template.bytes().to_vec();
-    let limits = ConvertLimits {
+fn limits() -> ConvertLimits {
+    ConvertLimits {
         labels_per_series_max: 64,
         label_name_bytes_max: 256,
         label_value_bytes_max: 2048,
         metric_name_bytes_max: 512,
         future_skew_ms_max: 300_000,
-    };
+    }
+}
+
+fn payload(seed: u64, elapsed_s: f64) -> Vec<u8> {
+    let mut template = dcgm_templates(POINTS, POINTS, seed).unwrap().remove(0);
+    template.restamp(NOW_MS as u64 * 1_000_000, elapsed_s);
+    template.bytes().to_vec()
+}
+
+fn decode_fast(body: &[u8]) -> DecodedBatch<'_> {
+    let mut batch = DecodedBatch::new();
+    let mut rejections = Rejections::default();
+    wire::decode_request(body, &limits(), NOW_MS, &mut batch, &mut rejections).unwrap();
+    batch
+}
+
+fn store() -> Store {
+    Store::new(StoreConfig { shard_count: 4, series_count_max: 10_000_000, retention_ms: 600_000 })
+}
+
+fn bench_decode(c: &mut Criterion) {
+    let body = payload(1, 1.0);
     let mut group = c.benchmark_group("decode_dcgm_1000_points");
-    group.throughput(Throughput::Elements(1_000));
+    group.throughput(Throughput::Elements(POINTS as u64));
     group.bench_function("opentelemetry_proto_prost", |b| {
         b.iter(|| ExportMetricsServiceRequest::decode(std::hint::black_box(&body[..])).unwrap())
     });
@@ -32,9 +55,48 @@ fn bench_decode(c: &mut Criterion) {
             let request = ExportMetricsServiceRequest::decode(&body[..]).unwrap();
             let mut batch = SampleBatch::default();
             let mut rejections = Rejections::default();
-            convert_request(&request, &limits, NOW_MS, &mut batch, &mut rejections);
+            convert_request(&request, &limits(), NOW_MS, &mut batch, &mut rejections);
             batch
         })
+    });
+    group.bench_function("zero_copy", |b| b.iter(|| decode_fast(std::hint::black_box(&body))));
+
+    // Existing series: the store already holds all 1,000; every iteration appends one sample to
+    // each, one millisecond later than the last.
+    let existing = store();
+    existing.append_decoded(&decode_fast(&body), NOW_MS);
+    let mut timestamp_ms = NOW_MS;
+    group.bench_function("zero_copy_and_append_existing_series", |b| {
+        b.iter_batched(
+            || {
+                timestamp_ms += 1;
+                let mut template = dcgm_templates(POINTS, POINTS, 1).unwrap().remove(0);
+                template.restamp(timestamp_ms as u64 * 1_000_000, 1.0);
+                template.bytes().to_vec()
+            },
+            |body| {
+                let outcome = existing.append_decoded(&decode_fast(&body), NOW_MS);
+                assert_eq!(outcome.appended, POINTS as u64);
+            },
+            BatchSize::SmallInput,
+        )
+    });
+
+    // New series: a fresh payload shape (new seed → new GPU UUIDs) every iteration.
+    let fresh = store();
+    let mut seed = 1_000;
+    group.bench_function("zero_copy_and_append_new_series", |b| {
+        b.iter_batched(
+            || {
+                seed += 1;
+                payload(seed, 1.0)
+            },
+            |body| {
+                let outcome = fresh.append_decoded(&decode_fast(&body), NOW_MS);
+                assert_eq!(outcome.series_created, POINTS as u64);
+            },
+            BatchSize::SmallInput,
+        )
     });
     group.finish();
 }

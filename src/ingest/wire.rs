@@ -58,16 +58,37 @@ impl<'a> Fields<'a> {
         Fields { buf }
     }
 
+    #[inline]
     fn next(&mut self) -> Option<WireResult<(u32, WireType)>> {
-        if self.buf.is_empty() {
-            return None;
+        let &first = self.buf.first()?;
+        // Fast path: a one-byte key (field numbers 1 to 15) with a known wire type. Anything
+        // else, errors included, goes through prost's own decoding.
+        let wire_type = match first & 0x07 {
+            0 => Some(WireType::Varint),
+            1 => Some(WireType::SixtyFourBit),
+            2 => Some(WireType::LengthDelimited),
+            5 => Some(WireType::ThirtyTwoBit),
+            _ => None,
+        };
+        if first < 0x80 && first >= 0x08 {
+            if let Some(wire_type) = wire_type {
+                self.buf = &self.buf[1..];
+                return Some(Ok((u32::from(first >> 3), wire_type)));
+            }
         }
         Some(decode_key(&mut self.buf).map_err(WireError::from))
     }
 
+    #[inline]
     fn len_delimited(&mut self, wire_type: WireType, message: &'static str) -> WireResult<&'a [u8]> {
         check_wire_type(WireType::LengthDelimited, wire_type)?;
-        let len = decode_varint(&mut self.buf)?;
+        let len = match self.buf.first() {
+            Some(&byte) if byte < 0x80 => {
+                self.buf = &self.buf[1..];
+                u64::from(byte)
+            }
+            _ => decode_varint(&mut self.buf)?,
+        };
         if len > self.buf.len() as u64 {
             return Err(WireError::Truncated { message });
         }
@@ -76,11 +97,13 @@ impl<'a> Fields<'a> {
         Ok(field)
     }
 
+    #[inline]
     fn string(&mut self, wire_type: WireType, field: &'static str) -> WireResult<&'a str> {
         let bytes = self.len_delimited(wire_type, field)?;
         std::str::from_utf8(bytes).map_err(|_| WireError::InvalidUtf8 { field })
     }
 
+    #[inline]
     fn fixed64(&mut self, wire_type: WireType, message: &'static str) -> WireResult<u64> {
         check_wire_type(WireType::SixtyFourBit, wire_type)?;
         if self.buf.len() < 8 {
@@ -91,6 +114,7 @@ impl<'a> Fields<'a> {
         Ok(u64::from_le_bytes(word.try_into().expect("eight bytes")))
     }
 
+    #[inline]
     fn varint(&mut self, wire_type: WireType) -> WireResult<u64> {
         check_wire_type(WireType::Varint, wire_type)?;
         Ok(decode_varint(&mut self.buf)?)
@@ -132,7 +156,12 @@ struct Scratch<'a> {
     resource_labels: Vec<BatchLabel<'a>>,
     point_labels: Vec<BatchLabel<'a>>,
     sample_labels: Vec<BatchLabel<'a>>,
+    canonical_labels: Vec<BatchLabel<'a>>,
+    label_order: Vec<(u64, u32)>,
     attribute_slices: Vec<&'a [u8]>,
+    resource_attribute_slices: Vec<&'a [u8]>,
+    scope_slices: Vec<&'a [u8]>,
+    data_point_slices: Vec<&'a [u8]>,
     bucket_counts: Vec<u64>,
     explicit_bounds: Vec<f64>,
     quantiles: Vec<(f64, f64)>,
@@ -148,6 +177,9 @@ pub fn decode_request<'a>(
     batch: &mut DecodedBatch<'a>,
     rejections: &mut Rejections,
 ) -> WireResult<()> {
+    // Room for a typical request up front (a DCGM-like point is ~280 bytes with 8 labels), so a
+    // steady stream of batches allocates a fixed number of times per request, not per point.
+    batch.reserve(body.len() / 64, body.len() / 16);
     let mut decoder = Decoder { limits, now_ms, batch, rejections, scratch: Scratch::default() };
     let mut fields = Fields::new(body);
     while let Some(key) = fields.next() {
@@ -181,7 +213,8 @@ impl<'a> Decoder<'a, '_> {
     fn resource_metrics(&mut self, bytes: &'a [u8]) -> WireResult<()> {
         // The resource may follow the scopes on the wire: find both first.
         let mut resource: Option<&'a [u8]> = None;
-        let mut scope_metrics: Vec<&'a [u8]> = Vec::new();
+        let mut scope_metrics = std::mem::take(&mut self.scratch.scope_slices);
+        scope_metrics.clear();
         let mut fields = Fields::new(bytes);
         while let Some(key) = fields.next() {
             let (tag, wire_type) = key?;
@@ -199,7 +232,8 @@ impl<'a> Decoder<'a, '_> {
                 _ => fields.skip(wire_type, tag)?,
             }
         }
-        let mut resource_attributes: Vec<&'a [u8]> = Vec::new();
+        let mut resource_attributes = std::mem::take(&mut self.scratch.resource_attribute_slices);
+        resource_attributes.clear();
         if let Some(resource) = resource {
             let mut fields = Fields::new(resource);
             while let Some(key) = fields.next() {
@@ -223,7 +257,8 @@ impl<'a> Decoder<'a, '_> {
             Ok(()) => None,
             Err(reason) => Some(reason),
         };
-        for scope in scope_metrics {
+        self.scratch.resource_attribute_slices = resource_attributes;
+        for &scope in &scope_metrics {
             let mut fields = Fields::new(scope);
             while let Some(key) = fields.next() {
                 let (tag, wire_type) = key?;
@@ -241,6 +276,7 @@ impl<'a> Decoder<'a, '_> {
             }
         }
         self.scratch.resource_labels = resource_labels;
+        self.scratch.scope_slices = scope_metrics;
         Ok(())
     }
 
@@ -269,6 +305,7 @@ impl<'a> Decoder<'a, '_> {
         Ok(rejection.map_or(Ok(()), Err))
     }
 
+    #[inline]
     fn key_value(&mut self, bytes: &'a [u8]) -> WireResult<BatchLabel<'a>> {
         let mut name = "";
         let mut value: Option<&'a [u8]> = None;
@@ -295,6 +332,7 @@ impl<'a> Decoder<'a, '_> {
         Ok(BatchLabel { name, value })
     }
 
+    #[inline]
     fn any_value(&mut self, bytes: &'a [u8]) -> WireResult<BatchText<'a>> {
         enum Scalar<'a> {
             None,
@@ -443,7 +481,10 @@ impl<'a> MetricConverter<'a, '_, '_> {
     }
 
     fn data(&mut self, data: MetricData<'a>) -> WireResult<()> {
-        let mut data_points: Vec<&'a [u8]> = Vec::new();
+        let mut data_points = std::mem::take(&mut self.decoder.scratch.data_point_slices);
+        data_points.clear();
+        // Room for the points up front (a point takes well over 64 bytes with its labels).
+        data_points.reserve(data.bytes.len() / 64);
         let mut temporality: i32 = 0;
         let mut is_monotonic = false;
         let mut fields = Fields::new(data.bytes);
@@ -458,7 +499,7 @@ impl<'a> MetricConverter<'a, '_, '_> {
         }
         let delta = temporality == AggregationTemporality::Delta as i32;
         let counter_kind = if delta { SeriesKind::Delta } else { SeriesKind::CumulativeCounter };
-        match data.tag {
+        let converted = match data.tag {
             5 => data_points.iter().try_for_each(|&point| self.number_point(point, SeriesKind::Gauge)),
             7 => {
                 let kind = if delta {
@@ -473,7 +514,9 @@ impl<'a> MetricConverter<'a, '_, '_> {
             9 => data_points.iter().try_for_each(|&point| self.histogram_point(point, counter_kind)),
             10 => data_points.iter().try_for_each(|&point| self.exponential_histogram_point(point, counter_kind)),
             _ => data_points.iter().try_for_each(|&point| self.summary_point(point)),
-        }
+        };
+        self.decoder.scratch.data_point_slices = data_points;
+        converted
     }
 
     /// Decodes the point's attributes into `scratch.point_labels` (resource labels first, in
@@ -489,18 +532,28 @@ impl<'a> MetricConverter<'a, '_, '_> {
         let outcome = match checked? {
             Err(reason) => PointLabels::Rejected(reason),
             Ok(()) => {
-                // A stable sort keeps equal names in precedence order; the last one wins.
-                labels.sort_by(|a, b| a.name.cmp(b.name));
-                let mut write_idx = 0;
-                for read_idx in 0..labels.len() {
-                    if write_idx > 0 && labels[write_idx - 1].name == labels[read_idx].name {
-                        labels[write_idx - 1] = labels[read_idx];
-                    } else {
-                        labels[write_idx] = labels[read_idx];
-                        write_idx += 1;
+                // Sort small (name prefix, position) keys rather than the labels themselves; the
+                // position breaks ties, so equal names stay in precedence order and the last wins.
+                let mut order = std::mem::take(&mut decoder.scratch.label_order);
+                order.clear();
+                order.extend(labels.iter().enumerate().map(|(idx, label)| (name_prefix(label.name), idx as u32)));
+                order.sort_unstable_by(|a, b| {
+                    a.0.cmp(&b.0)
+                        .then_with(|| labels[a.1 as usize].name.cmp(labels[b.1 as usize].name))
+                        .then_with(|| a.1.cmp(&b.1))
+                });
+                let mut canonical = std::mem::take(&mut decoder.scratch.canonical_labels);
+                canonical.clear();
+                for &(_, idx) in &order {
+                    let label = labels[idx as usize];
+                    match canonical.last_mut() {
+                        Some(last) if last.name == label.name => *last = label,
+                        _ => canonical.push(label),
                     }
                 }
-                labels.truncate(write_idx);
+                decoder.scratch.label_order = order;
+                std::mem::swap(&mut labels, &mut canonical);
+                decoder.scratch.canonical_labels = canonical;
                 PointLabels::Valid
             }
         };
@@ -545,10 +598,21 @@ impl<'a> MetricConverter<'a, '_, '_> {
         }
         let metric_idx = self.metric_idx(slot);
         let decoder = &mut *self.decoder;
+        let timestamp_ms = timestamp_ms(time_unix_nano, now_ms);
+        let value = value.expect("checked above");
+        let Some(extra) = extra_label else {
+            // The common case: the point's own labels, no copy.
+            if decoder.scratch.point_labels.len() > decoder.limits.labels_per_series_max {
+                decoder.rejections.add(RejectReason::TooManyLabels, 1);
+            } else {
+                decoder.batch.push_sample(metric_idx, &decoder.scratch.point_labels, kind, timestamp_ms, value);
+            }
+            return;
+        };
         let mut sample_labels = std::mem::take(&mut decoder.scratch.sample_labels);
         sample_labels.clear();
         sample_labels.extend_from_slice(&decoder.scratch.point_labels);
-        if let Some(extra) = extra_label {
+        {
             match sample_labels.binary_search_by(|label| label.name.cmp(extra.name)) {
                 Ok(existing_idx) => sample_labels[existing_idx] = extra,
                 Err(insert_idx) => sample_labels.insert(insert_idx, extra),
@@ -557,8 +621,7 @@ impl<'a> MetricConverter<'a, '_, '_> {
         if sample_labels.len() > decoder.limits.labels_per_series_max {
             decoder.rejections.add(RejectReason::TooManyLabels, 1);
         } else {
-            let value = value.expect("checked above");
-            decoder.batch.push_sample(metric_idx, &sample_labels, kind, timestamp_ms(time_unix_nano, now_ms), value);
+            decoder.batch.push_sample(metric_idx, &sample_labels, kind, timestamp_ms, value);
         }
         decoder.scratch.sample_labels = sample_labels;
     }
@@ -791,6 +854,17 @@ impl<'a> MetricConverter<'a, '_, '_> {
         };
         BatchLabel { name, value }
     }
+}
+
+/// The first eight bytes of a name as a big-endian integer (zero-padded): comparing these
+/// orders names as byte-wise comparison does, except for ties, which need the full names.
+#[inline]
+fn name_prefix(name: &str) -> u64 {
+    let bytes = name.as_bytes();
+    let mut word = [0u8; 8];
+    let n = bytes.len().min(8);
+    word[..n].copy_from_slice(&bytes[..n]);
+    u64::from_be_bytes(word)
 }
 
 fn timestamp_ms(time_unix_nano: u64, now_ms: i64) -> i64 {

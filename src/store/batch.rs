@@ -52,6 +52,12 @@ impl<'a> DecodedBatch<'a> {
         self.samples.len()
     }
 
+    /// Makes room for `samples` samples and `labels` labels.
+    pub fn reserve(&mut self, samples: usize, labels: usize) {
+        self.samples.reserve(samples);
+        self.labels.reserve(labels);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.samples.is_empty()
     }

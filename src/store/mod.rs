@@ -93,7 +93,8 @@ impl Store {
         let mut outcome = AppendOutcome::default();
         let cutoff_ms = now_ms.saturating_sub(self.config.retention_ms);
         let samples = batch.samples();
-        // (shard, sample) pairs; a stable sort keeps each series' samples in their original order.
+        // (shard, sample) pairs, sorted: the sample index keeps each series' samples in their
+        // original order, and an unstable sort of unique keys needs no scratch allocation.
         let mut order: Vec<(u32, u32)> = Vec::with_capacity(samples.len());
         for (sample_idx, sample) in samples.iter().enumerate() {
             if sample.timestamp_ms < cutoff_ms {
@@ -102,7 +103,7 @@ impl Store {
                 order.push((self.shard_idx(sample.key_hash) as u32, sample_idx as u32));
             }
         }
-        order.sort_by_key(|&(shard_idx, _)| shard_idx);
+        order.sort_unstable();
         for run in order.chunk_by(|a, b| a.0 == b.0) {
             let mut shard = self.shards[run[0].0 as usize].write();
             for &(_, sample_idx) in run {

@@ -1,0 +1,58 @@
+//! Allocation discipline of the data plane: decoding a batch and appending it to existing series
+//! allocates a fixed number of times per request, whatever the number of points (no allocation
+//! per point). Counted with a counting global allocator, in its own test binary.
+
+use otelscale::ingest::convert::ConvertLimits;
+use otelscale::ingest::{wire, Rejections};
+use otelscale::store::{DecodedBatch, Store, StoreConfig};
+use otelscale_loadgen::shapes::dcgm_templates;
+
+const NOW_MS: i64 = 1_800_000_000_000;
+
+fn limits() -> ConvertLimits {
+    ConvertLimits {
+        labels_per_series_max: 64,
+        label_name_bytes_max: 256,
+        label_value_bytes_max: 2048,
+        metric_name_bytes_max: 512,
+        future_skew_ms_max: 300_000,
+    }
+}
+
+/// Allocations made by decoding `body` and appending it to `store`.
+fn allocations_per_batch(store: &Store, body: &[u8]) -> u64 {
+    let info = allocation_counter::measure(|| {
+        let mut batch = DecodedBatch::new();
+        let mut rejections = Rejections::default();
+        wire::decode_request(body, &limits(), NOW_MS, &mut batch, &mut rejections).unwrap();
+        let outcome = store.append_decoded(&batch, NOW_MS);
+        assert_eq!(outcome.series_created, 0, "steady state: every series exists");
+        assert_eq!(rejections.total(), 0);
+    });
+    info.count_total
+}
+
+#[test]
+fn steady_state_ingest_allocates_per_request_not_per_point() {
+    let mut counts = Vec::new();
+    for n_points in [100, 1_000, 5_000] {
+        let store = Store::new(StoreConfig { shard_count: 4, series_count_max: 100_000, retention_ms: 600_000 });
+        let mut template = dcgm_templates(n_points, n_points, 7).unwrap().remove(0);
+        // Create the series, then fill their first chunks so the measured batch does not open one.
+        for second in 0..3u64 {
+            template.restamp((NOW_MS as u64 - 10_000 + second * 1_000) * 1_000_000, second as f64);
+            let mut batch = DecodedBatch::new();
+            let mut rejections = Rejections::default();
+            wire::decode_request(template.bytes(), &limits(), NOW_MS, &mut batch, &mut rejections).unwrap();
+            store.append_decoded(&batch, NOW_MS);
+        }
+        template.restamp((NOW_MS as u64 - 5_000) * 1_000_000, 5.0);
+        counts.push((n_points, allocations_per_batch(&store, template.bytes())));
+    }
+    let (_, smallest) = counts[0];
+    for &(n_points, allocations) in &counts {
+        // A handful of buffers per request; the same count for 100 or 5,000 points.
+        assert!(allocations <= 32, "{n_points} points: {allocations} allocations ({counts:?})");
+        assert_eq!(allocations, smallest, "allocations grew with the number of points: {counts:?}");
+    }
+}
