@@ -160,19 +160,34 @@ impl SeriesKey {
         self.labels().find(|label| label.name == name).map(|label| label.value)
     }
 
-    /// Whether this key is the series `metric_name` + `labels` (canonical order).
+    /// Whether this key is the series `metric_name` + `labels` (canonical order). Compares bytes
+    /// in place: no UTF-8 re-validation of the stored strings on this hot path.
     pub fn equals<'a>(&self, metric_name: &str, labels: impl Iterator<Item = LabelRef<'a>>) -> bool {
-        if self.metric_name() != metric_name {
+        let blob = &self.blob[..];
+        let n_labels = self.n_labels();
+        let metric_len = read_u32(blob, 0);
+        let mut offset = self.strings_start();
+        if blob[offset..offset + metric_len] != *metric_name.as_bytes() {
             return false;
         }
-        let mut stored = self.labels();
+        offset += metric_len;
+        let mut label_idx = 0;
         for label in labels {
-            match stored.next() {
-                Some(stored_label) if stored_label == label => {}
-                _ => return false,
+            if label_idx == n_labels {
+                return false;
             }
+            let header = HEADER_BYTES + label_idx * LABEL_HEADER_BYTES;
+            let name_len = read_u32(blob, header);
+            let value_len = read_u32(blob, header + 4);
+            let stored_name = &blob[offset..offset + name_len];
+            let stored_value = &blob[offset + name_len..offset + name_len + value_len];
+            if stored_name != label.name.as_bytes() || stored_value != label.value.as_bytes() {
+                return false;
+            }
+            offset += name_len + value_len;
+            label_idx += 1;
         }
-        stored.next().is_none()
+        label_idx == n_labels
     }
 
     /// A hash that is the same in every process for the same key.
