@@ -70,7 +70,7 @@ impl<'a> Fields<'a> {
             5 => Some(WireType::ThirtyTwoBit),
             _ => None,
         };
-        if first < 0x80 && first >= 0x08 {
+        if (0x08..0x80).contains(&first) {
             if let Some(wire_type) = wire_type {
                 self.buf = &self.buf[1..];
                 return Some(Ok((u32::from(first >> 3), wire_type)));
@@ -692,10 +692,9 @@ impl<'a> MetricConverter<'a, '_, '_> {
         })();
         let result = parsed.and_then(|()| {
             let labels = self.point_labels()?;
-            if self.rejection.is_some() {
+            if let Some(reason) = self.rejection {
                 // convert counts 2 + buckets for a rejected metric, whatever the flags.
-                let n_samples = 2 + bucket_counts.len() as u64;
-                self.decoder.rejections.add(self.rejection.expect("checked"), n_samples);
+                self.decoder.rejections.add(reason, 2 + bucket_counts.len() as u64);
                 return Ok(());
             }
             // Flagged points emit nothing, but a malformed bucket layout is still counted (as convert does).

@@ -51,7 +51,8 @@ impl Series {
                 return AppendResult::Overwritten;
             }
         }
-        if self.chunks.back().is_none_or(Chunk::is_full) {
+        // A full chunk, or one whose 32-bit offsets cannot reach this timestamp, ends here.
+        if self.chunks.back().is_none_or(|chunk| !chunk.can_hold(timestamp_ms)) {
             self.chunks.push_back(spare_chunks.pop().unwrap_or_else(Chunk::with_capacity));
         }
         let chunk = self.chunks.back_mut().expect("a chunk with room was just ensured");
@@ -180,7 +181,11 @@ impl Shard {
             .slots
             .iter()
             .flatten()
-            .map(|series| series.chunks.iter().map(Chunk::heap_bytes).sum::<usize>() + series.key.heap_bytes())
+            .map(|series| {
+                series.chunks.iter().map(Chunk::heap_bytes).sum::<usize>()
+                    + series.chunks.capacity() * std::mem::size_of::<Chunk>()
+                    + series.key.heap_bytes()
+            })
             .sum();
         let spare_bytes: usize = self.spare_chunks.iter().map(Chunk::heap_bytes).sum();
         chunk_bytes + spare_bytes + self.slots.capacity() * std::mem::size_of::<Option<Series>>()

@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use super::chunk::Chunk;
+use super::chunk::{Chunk, ChunkSlice, ChunkSummary};
 use super::kernels;
 
 /// How a series' values relate over time; decides what `rate` means for it.
@@ -66,11 +66,94 @@ impl WindowOp {
 }
 
 /// A read-only view of one series restricted to samples with `timestamp >= start_ms`.
+///
+/// A chunk that lies entirely inside the window is answered from its [`ChunkSummary`] without
+/// reading its columns; only the oldest chunk in the window can straddle the window start, and
+/// only its samples from the start on are scanned, with the kernels.
 #[derive(Debug, Clone, Copy)]
 pub struct SeriesWindow<'a> {
     kind: SeriesKind,
     chunks: &'a VecDeque<Chunk>,
     start_ms: i64,
+}
+
+/// The part of one chunk inside the window: the whole chunk, or its samples from `first_idx` on.
+#[derive(Debug, Clone, Copy)]
+struct WindowPart<'a> {
+    chunk: &'a Chunk,
+    /// 0 when the whole chunk is in the window.
+    first_idx: usize,
+}
+
+impl<'a> WindowPart<'a> {
+    fn summary(&self) -> &'a ChunkSummary {
+        self.chunk.summary()
+    }
+
+    fn is_whole(&self) -> bool {
+        self.first_idx == 0
+    }
+
+    /// The samples of the part, to scan (only for a partial chunk).
+    fn values(&self) -> &'a [f64] {
+        &self.chunk.values()[self.first_idx..]
+    }
+
+    fn n_samples(&self) -> usize {
+        self.chunk.len() - self.first_idx
+    }
+
+    fn first(&self) -> (i64, f64) {
+        if self.is_whole() {
+            (self.summary().first_timestamp_ms(), self.summary().first_value)
+        } else {
+            let slice = self.chunk.slice_from(self.first_idx);
+            (slice.timestamp_ms(0), slice.values[0])
+        }
+    }
+
+    fn last(&self) -> (i64, f64) {
+        (self.summary().last_timestamp_ms(), self.summary().last_value)
+    }
+
+    fn sum(&self) -> f64 {
+        if self.is_whole() {
+            self.summary().sum
+        } else {
+            kernels::sum(self.values())
+        }
+    }
+
+    fn min(&self) -> f64 {
+        if self.is_whole() {
+            self.summary().min
+        } else {
+            kernels::min(self.values()).expect("a part is never empty")
+        }
+    }
+
+    fn max(&self) -> f64 {
+        if self.is_whole() {
+            self.summary().max
+        } else {
+            kernels::max(self.values()).expect("a part is never empty")
+        }
+    }
+
+    /// Counter increase over the steps inside the part.
+    fn counter_increase(&self) -> f64 {
+        let summary = self.summary();
+        if self.is_whole() {
+            return summary.counter_increase;
+        }
+        let first_value = self.chunk.values()[self.first_idx];
+        if summary.n_resets == 0 && first_value.is_finite() && summary.last_value.is_finite() {
+            // No reset in the chunk: the steps telescope, so the increase is last - first
+            // (the same number up to rounding, without reading the column in between).
+            return summary.last_value - first_value;
+        }
+        kernels::counter_increase(None, self.values())
+    }
 }
 
 impl<'a> SeriesWindow<'a> {
@@ -82,66 +165,101 @@ impl<'a> SeriesWindow<'a> {
         self.kind
     }
 
-    /// The non-empty (timestamps, values) slices in the window, oldest first.
-    pub fn slices(&self) -> impl Iterator<Item = (&'a [i64], &'a [f64])> + 'a {
+    /// The non-empty parts of chunks in the window, oldest first.
+    fn parts(&self) -> impl Iterator<Item = WindowPart<'a>> + 'a {
         let start_ms = self.start_ms;
-        // Chunks are ordered by time: skip those that end before the window.
-        let first_chunk_idx =
-            self.chunks.partition_point(|chunk| chunk.last_timestamp_ms().is_none_or(|last| last < start_ms));
-        self.chunks.range(first_chunk_idx..).map(move |chunk| chunk.since(start_ms)).filter(|(ts, _)| !ts.is_empty())
+        // Walk back from the newest chunk: chunks ascend in time, so the window is a suffix of
+        // them, and only its oldest chunk can start before the window. This touches the
+        // summaries of the chunks in the window and of at most one more. A window usually
+        // spans the newest one or two chunks: ask for both summaries at once, so that their
+        // cache misses overlap instead of following each other.
+        if self.chunks.len() >= 2 {
+            for chunk in self.chunks.iter().rev().take(2) {
+                chunk.prefetch_summary();
+            }
+        }
+        let mut first_chunk_idx = self.chunks.len();
+        while first_chunk_idx > 0 {
+            let chunk = &self.chunks[first_chunk_idx - 1];
+            if chunk.last_timestamp_ms().is_none_or(|last_ms| last_ms < start_ms) {
+                break;
+            }
+            first_chunk_idx -= 1;
+            if chunk.summary().first_timestamp_ms() < start_ms {
+                break;
+            }
+        }
+        self.chunks.range(first_chunk_idx..).enumerate().map(move |(part_idx, chunk)| {
+            let first_idx = if part_idx == 0 { chunk.first_idx_at_or_after(start_ms) } else { 0 };
+            debug_assert!(first_idx < chunk.len(), "chunks in the window are non-empty and end inside it");
+            WindowPart { chunk, first_idx }
+        })
+    }
+
+    /// The samples in the window chunk by chunk, oldest first (each slice non-empty).
+    pub fn slices(&self) -> impl Iterator<Item = ChunkSlice<'a>> + 'a {
+        self.parts().map(|part| part.chunk.slice_from(part.first_idx))
     }
 
     /// Number of samples in the window.
     pub fn sample_count(&self) -> usize {
-        self.slices().map(|(ts, _)| ts.len()).sum()
+        self.parts().map(|part| part.n_samples()).sum()
     }
 
     /// The operation's value, or `None` when the window holds too few samples for it
     /// (no sample at all; fewer than two, or no elapsed time, for `rate`).
     pub fn value(&self, op: WindowOp) -> Option<f64> {
         match op {
-            WindowOp::LastOne => self.slices().last().and_then(|(_, values)| values.last().copied()),
+            WindowOp::LastOne => {
+                let newest = self.chunks.back()?;
+                newest.last_timestamp_ms().filter(|&last_ms| last_ms >= self.start_ms)?;
+                Some(newest.summary().last_value)
+            }
             WindowOp::Count => match self.sample_count() {
                 0 => None,
                 n_samples => Some(n_samples as f64),
             },
             WindowOp::Avg => {
-                let (sum, n_samples) = self
-                    .slices()
-                    .fold((0.0, 0usize), |(sum, n), (_, values)| (sum + kernels::sum(values), n + values.len()));
+                let (sum, n_samples) =
+                    self.parts().fold((0.0, 0usize), |(sum, n), part| (sum + part.sum(), n + part.n_samples()));
                 (n_samples > 0).then(|| sum / n_samples as f64)
             }
-            WindowOp::Min => self.slices().filter_map(|(_, values)| kernels::min(values)).reduce(f64::min),
-            WindowOp::Max => self.slices().filter_map(|(_, values)| kernels::max(values)).reduce(f64::max),
+            WindowOp::Min => self.parts().map(|part| part.min()).reduce(f64::min),
+            WindowOp::Max => self.parts().map(|part| part.max()).reduce(f64::max),
             WindowOp::Rate => self.rate(),
         }
     }
 
     fn rate(&self) -> Option<f64> {
-        let mut first: Option<(i64, f64)> = None;
-        let mut last: Option<(i64, f64)> = None;
-        let mut counter_increase = 0.0;
-        let mut delta_sum = 0.0;
-        for (timestamps, values) in self.slices() {
-            let previous_value = last.map(|(_, value)| value);
+        let mut parts = self.parts();
+        let oldest = parts.next()?;
+        let (first_ms, first_value) = oldest.first();
+        let mut last = oldest.last();
+        let mut increase = match self.kind {
+            SeriesKind::CumulativeCounter => oldest.counter_increase(),
+            SeriesKind::Delta => oldest.sum(),
+            SeriesKind::Gauge => 0.0,
+        };
+        for part in parts {
             match self.kind {
-                SeriesKind::CumulativeCounter => counter_increase += kernels::counter_increase(previous_value, values),
-                SeriesKind::Delta => delta_sum += kernels::sum(values),
+                SeriesKind::CumulativeCounter => {
+                    // The step across the chunk boundary, then the steps inside the chunk.
+                    let (_, previous_value) = last;
+                    increase += kernels::counter_step(previous_value, part.first().1) + part.counter_increase();
+                }
+                SeriesKind::Delta => increase += part.sum(),
                 SeriesKind::Gauge => {}
             }
-            if first.is_none() {
-                first = Some((timestamps[0], values[0]));
-            }
-            last = Some((timestamps[timestamps.len() - 1], values[values.len() - 1]));
+            last = part.last();
         }
-        let ((first_ms, first_value), (last_ms, last_value)) = (first?, last?);
+        let (last_ms, last_value) = last;
         if last_ms <= first_ms {
             return None;
         }
         let increase = match self.kind {
-            SeriesKind::CumulativeCounter => counter_increase,
+            SeriesKind::CumulativeCounter => increase,
             // The first delta covers time before the first sample, so it is not part of the span.
-            SeriesKind::Delta => delta_sum - first_value,
+            SeriesKind::Delta => increase - first_value,
             SeriesKind::Gauge => last_value - first_value,
         };
         Some(increase / ((last_ms - first_ms) as f64 / 1000.0))
@@ -150,13 +268,15 @@ impl<'a> SeriesWindow<'a> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::store::chunk::CHUNK_CAPACITY;
 
     fn chunks_of(samples: &[(i64, f64)]) -> VecDeque<Chunk> {
         let mut chunks = VecDeque::new();
         for &(ts, value) in samples {
-            if chunks.back().is_none_or(Chunk::is_full) {
+            if chunks.back().is_none_or(|chunk: &Chunk| !chunk.can_hold(ts)) {
                 chunks.push_back(Chunk::with_capacity());
             }
             if let Some(chunk) = chunks.back_mut() {
@@ -205,5 +325,73 @@ mod tests {
         let window = SeriesWindow::new(SeriesKind::CumulativeCounter, &chunks, 0);
         assert_eq!(window.value(WindowOp::Rate), Some(2.0));
         assert_eq!(window.sample_count(), samples.len());
+    }
+
+    /// The definitions, computed the slow way over all samples in the window.
+    fn naive_value(kind: SeriesKind, samples: &[(i64, f64)], start_ms: i64, op: WindowOp) -> Option<f64> {
+        let in_window: Vec<(i64, f64)> = samples.iter().copied().filter(|&(ts, _)| ts >= start_ms).collect();
+        let values: Vec<f64> = in_window.iter().map(|&(_, value)| value).collect();
+        let (&(first_ms, first_value), &(last_ms, last_value)) = (in_window.first()?, in_window.last()?);
+        match op {
+            WindowOp::LastOne => Some(last_value),
+            WindowOp::Count => Some(values.len() as f64),
+            WindowOp::Avg => Some(values.iter().sum::<f64>() / values.len() as f64),
+            WindowOp::Min => values.iter().copied().reduce(f64::min),
+            WindowOp::Max => values.iter().copied().reduce(f64::max),
+            WindowOp::Rate => {
+                let increase = match kind {
+                    SeriesKind::CumulativeCounter => {
+                        values.windows(2).map(|pair| if pair[1] >= pair[0] { pair[1] - pair[0] } else { pair[1] }).sum()
+                    }
+                    SeriesKind::Delta => values[1..].iter().sum(),
+                    SeriesKind::Gauge => last_value - first_value,
+                };
+                (last_ms > first_ms).then(|| increase / ((last_ms - first_ms) as f64 / 1000.0))
+            }
+        }
+    }
+
+    fn close(a: Option<f64>, b: Option<f64>, magnitude: f64) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => a == b || (a - b).abs() <= 1e-9 * magnitude.max(1.0),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    proptest! {
+        /// Windows over many chunks, starting anywhere, with gaps that force new chunks (over
+        /// 2³² ms), equal the naive definitions for every kind and operation.
+        #[test]
+        fn window_matches_naive_definitions(
+            steps in proptest::collection::vec(
+                (prop_oneof![20 => 1i64..3_000, 1 => 4_000_000_000i64..9_000_000_000], 0.0f64..1e4, any::<bool>()),
+                1..700,
+            ),
+            start_pick in 0usize..800,
+            start_shift_ms in -1i64..=1,
+        ) {
+            let mut samples = Vec::new();
+            let (mut ts, mut counter) = (-5_000i64, 0.0);
+            for (gap_ms, value, reset) in steps {
+                ts += gap_ms;
+                counter = if reset { value / 100.0 } else { counter + value };
+                samples.push((ts, counter));
+            }
+            let chunks = chunks_of(&samples);
+            let start_ms = samples.get(start_pick).map_or(ts + 1, |&(ts, _)| ts + start_shift_ms);
+            for kind in [SeriesKind::Gauge, SeriesKind::CumulativeCounter, SeriesKind::Delta] {
+                let window = SeriesWindow::new(kind, &chunks, start_ms);
+                let in_window = samples.iter().filter(|&&(ts, _)| ts >= start_ms).count();
+                prop_assert_eq!(window.sample_count(), in_window);
+                prop_assert_eq!(window.slices().map(|slice| slice.len()).sum::<usize>(), in_window);
+                let magnitude: f64 = samples.iter().map(|&(_, value)| value.abs()).sum();
+                for op in WindowOp::ALL {
+                    let expected = naive_value(kind, &samples, start_ms, op);
+                    let actual = window.value(op);
+                    prop_assert!(close(actual, expected, magnitude), "{:?} {:?}: {:?} vs {:?}", kind, op, actual, expected);
+                }
+            }
+        }
     }
 }
