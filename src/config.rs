@@ -16,6 +16,17 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// Which I/O back-end serves OTLP/HTTP (`--io-uring`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoUringMode {
+    /// io_uring when the kernel and seccomp allow it (probed by creating a ring), epoll otherwise.
+    Auto,
+    /// io_uring or refuse to start.
+    On,
+    /// epoll (tokio) always.
+    Off,
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|err| format!("`{text}` is not a duration like 120s or 5m: {err}"))
 }
@@ -80,7 +91,17 @@ pub struct ServeArgs {
     /// Store shards (0 = two per CPU core).
     #[arg(long, env = "OTELSCALE_SHARDS", default_value_t = 0)]
     pub shards: usize,
+    /// OTLP/HTTP I/O back-end: io_uring thread-per-core runtimes (`on`), tokio's epoll runtime
+    /// (`off`), or io_uring when the kernel allows it (`auto`).
+    #[arg(long, env = "OTELSCALE_IO_URING", value_enum, default_value_t = IoUringMode::Auto)]
+    pub io_uring: IoUringMode,
+    /// io_uring OTLP/HTTP worker threads, one runtime and one core each (0 = one per CPU core).
+    #[arg(long, env = "OTELSCALE_HTTP_WORKERS", default_value_t = 0)]
+    pub http_workers: usize,
 }
+
+/// Most io_uring OTLP/HTTP worker threads (`--http-workers`).
+pub const HTTP_WORKER_COUNT_MAX: usize = 1024;
 
 /// The validated configuration the server runs with.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,6 +124,9 @@ pub struct Config {
     pub stream_resend_interval: Duration,
     pub no_match_is_error: bool,
     pub shard_count: usize,
+    pub io_uring: IoUringMode,
+    /// Threads of the io_uring OTLP/HTTP back-end (resolved: never 0).
+    pub http_worker_count: usize,
 }
 
 fn duration_ms(flag: &'static str, duration: Duration) -> Result<i64, ConfigError> {
@@ -133,6 +157,16 @@ impl ServeArgs {
             0 => 2 * std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
+        let http_worker_count = match self.http_workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        if http_worker_count > HTTP_WORKER_COUNT_MAX {
+            return Err(ConfigError {
+                flag: "http-workers",
+                problem: format!("must be at most {HTTP_WORKER_COUNT_MAX}"),
+            });
+        }
         Ok(Config {
             otlp_grpc_addr: self.otlp_grpc_addr,
             otlp_http_addr: self.otlp_http_addr,
@@ -156,6 +190,8 @@ impl ServeArgs {
             stream_resend_interval: self.stream_resend_interval,
             no_match_is_error: self.no_match_is_error,
             shard_count: positive("shards", shard_count)?,
+            io_uring: self.io_uring,
+            http_worker_count: positive("http-workers", http_worker_count)?,
         })
     }
 }
@@ -197,6 +233,24 @@ mod tests {
         assert_eq!(config.otlp_http_addr.port(), 4318);
         assert_eq!(config.scaler_addr.port(), 8090);
         assert_eq!(config.admin_addr.port(), 8080);
+        assert_eq!(config.io_uring, IoUringMode::Auto);
+        assert!(config.http_worker_count >= 1);
+    }
+
+    #[test]
+    fn io_uring_mode_and_http_workers() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let cli = <Cli as clap::Parser>::parse_from(["otelscale", "--io-uring", "off", "--http-workers", "3"]);
+        let config = cli.serve.validate().unwrap();
+        assert_eq!(config.io_uring, IoUringMode::Off);
+        assert_eq!(config.http_worker_count, 3);
+        assert!(<Cli as clap::Parser>::try_parse_from(["otelscale", "--io-uring", "maybe"]).is_err());
+        let cli = <Cli as clap::Parser>::parse_from(["otelscale", "--http-workers", "5000"]);
+        assert_eq!(cli.serve.validate().unwrap_err().flag, "http-workers");
     }
 
     #[test]

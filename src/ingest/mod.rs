@@ -1,4 +1,4 @@
-//! OTLP ingest: receivers for gRPC ([`grpc`]) and HTTP ([`http`]), the body decoder
+//! OTLP ingest: receivers for gRPC ([`grpc`]) and HTTP ([`http1`]), the body decoder
 //! ([`decode`]) and the conversion of OTLP metrics into validated samples ([`convert`]).
 //!
 //! **Invariant:** when an Export call returns success, its accepted samples are in the store
@@ -7,7 +7,7 @@
 pub mod convert;
 pub mod decode;
 pub mod grpc;
-pub mod http;
+pub mod http1;
 pub mod wire;
 
 use std::sync::Arc;

@@ -116,14 +116,19 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         })
     };
     let otlp_http = {
-        let listener = LimitedListener::new(listeners.otlp_http, connections_max);
-        let router = ingest::http::router(Arc::clone(&ingestor));
-        let cancel = cancel.clone();
+        // io_uring or epoll per --io-uring; --max-connections is applied across its workers.
+        let options = ingest::http1::ServeOptions::from_config(&config);
+        let running =
+            match ingest::http1::serve(listeners.otlp_http, options, Arc::clone(&ingestor), cancel.clone()).await {
+                Ok(running) => running,
+                Err(err) => {
+                    // Stop what already started before failing start-up.
+                    cancel.cancel();
+                    return Err(ServerError::Serve { purpose: "OTLP/HTTP", message: err.to_string() });
+                }
+            };
         tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(cancel.cancelled_owned())
-                .await
-                .map_err(|err| ServerError::Serve { purpose: "OTLP/HTTP", message: err.to_string() })
+            running.wait().await.map_err(|err| ServerError::Serve { purpose: "OTLP/HTTP", message: err.to_string() })
         })
     };
     let admin_server = {

@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
     Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use otelscale::config::Config;
+use otelscale::config::{Config, IoUringMode};
 use otelscale::scaler::proto::external_scaler_client::ExternalScalerClient;
 use otelscale::scaler::proto::{GetMetricsRequest, ScaledObjectRef};
 use otelscale::server::{self, Listeners};
@@ -32,9 +32,22 @@ pub struct TestServer {
     handle: Option<tokio::task::JoinHandle<Result<(), server::ServerError>>>,
 }
 
+/// The OTLP/HTTP back-ends every HTTP test runs against: epoll, then io_uring (required, so a
+/// machine without io_uring fails loudly instead of testing epoll twice).
+pub const HTTP_BACKENDS: [IoUringMode; 2] = [IoUringMode::Off, IoUringMode::On];
+
 impl TestServer {
     pub async fn start() -> TestServer {
         Self::start_with(|_| {}).await
+    }
+
+    /// Starts with OTLP/HTTP on `backend` and the default config changed by `adjust`.
+    pub async fn start_http(backend: IoUringMode, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_with(|config| {
+            config.io_uring = backend;
+            adjust(config);
+        })
+        .await
     }
 
     /// Starts with the default config changed by `adjust`.
@@ -249,5 +262,119 @@ pub mod raw_grpc {
             "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
         );
         grpc.unary(tonic::Request::new(body), path, RawBytesCodec).await.map(tonic::Response::into_inner)
+    }
+}
+
+/// A raw HTTP/1.1 client over one TCP connection, for what reqwest will not do: several requests
+/// on a connection we hold, pipelining, chunked bodies written by hand, partial writes.
+pub mod raw_http {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// One parsed response.
+    #[derive(Debug)]
+    pub struct RawResponse {
+        pub status: u16,
+        pub headers: Vec<(String, String)>,
+        pub body: Vec<u8>,
+    }
+
+    impl RawResponse {
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
+        }
+    }
+
+    pub struct RawHttp {
+        stream: TcpStream,
+        received: Vec<u8>,
+    }
+
+    impl RawHttp {
+        pub async fn connect(addr: SocketAddr) -> RawHttp {
+            let stream = TcpStream::connect(addr).await.expect("connect OTLP/HTTP");
+            stream.set_nodelay(true).unwrap();
+            RawHttp { stream, received: Vec::new() }
+        }
+
+        pub async fn send(&mut self, bytes: &[u8]) {
+            self.stream.write_all(bytes).await.expect("write to the server");
+        }
+
+        /// A POST of `body` to /v1/metrics with Content-Length, as bytes.
+        pub fn post_bytes(content_type: &str, body: &[u8], extra_headers: &str) -> Vec<u8> {
+            let mut request = format!(
+                "POST /v1/metrics HTTP/1.1\r\nHost: otelscale\r\nContent-Type: {content_type}\r\n\
+                 Content-Length: {}\r\n{extra_headers}\r\n",
+                body.len()
+            )
+            .into_bytes();
+            request.extend_from_slice(body);
+            request
+        }
+
+        /// Reads one complete response (a 1xx has no body), or panics after a timeout.
+        pub async fn read_response(&mut self) -> RawResponse {
+            tokio::time::timeout(READ_TIMEOUT, self.read_response_inner()).await.expect("a response in time")
+        }
+
+        /// Whether no response arrives within `wait`.
+        pub async fn no_response_within(&mut self, wait: Duration) -> bool {
+            tokio::time::timeout(wait, self.read_response_inner()).await.is_err()
+        }
+
+        async fn read_response_inner(&mut self) -> RawResponse {
+            loop {
+                if let Some((response, consumed)) = parse_response(&self.received) {
+                    self.received.drain(..consumed);
+                    return response;
+                }
+                let mut chunk = [0u8; 16 * 1024];
+                let n_bytes = self.stream.read(&mut chunk).await.expect("read from the server");
+                assert!(
+                    n_bytes > 0,
+                    "connection closed before a full response: {:?}",
+                    String::from_utf8_lossy(&self.received)
+                );
+                self.received.extend_from_slice(&chunk[..n_bytes]);
+            }
+        }
+
+        /// Whether the server closes the connection (EOF or reset) within the timeout, with
+        /// nothing more to read.
+        pub async fn is_closed_by_server(&mut self) -> bool {
+            let mut chunk = [0u8; 1024];
+            match tokio::time::timeout(READ_TIMEOUT, self.stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => self.received.is_empty(),
+                Ok(Ok(_)) | Err(_) => false,
+            }
+        }
+    }
+
+    fn parse_response(received: &[u8]) -> Option<(RawResponse, usize)> {
+        let mut header_slots = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut header_slots);
+        let head_len = match response.parse(received).expect("a well-formed response") {
+            httparse::Status::Complete(head_len) => head_len,
+            httparse::Status::Partial => return None,
+        };
+        let status = response.code.unwrap();
+        let headers: Vec<(String, String)> = response
+            .headers
+            .iter()
+            .map(|header| (header.name.to_ascii_lowercase(), String::from_utf8_lossy(header.value).into_owned()))
+            .collect();
+        let body_len: usize = if status < 200 {
+            0
+        } else {
+            headers.iter().find(|(key, _)| key == "content-length").map_or(0, |(_, value)| value.parse().unwrap())
+        };
+        let body = received.get(head_len..head_len + body_len)?.to_vec();
+        Some((RawResponse { status, headers, body }, head_len + body_len))
     }
 }

@@ -12,7 +12,11 @@ use crate::common::*;
 const LIMIT_BYTES: usize = 64 * 1024;
 
 async fn server_with_baseline() -> TestServer {
-    let server = TestServer::start_with(|config| config.request_bytes_max = LIMIT_BYTES).await;
+    server_with_baseline_on(otelscale::config::IoUringMode::Auto).await
+}
+
+async fn server_with_baseline_on(backend: otelscale::config::IoUringMode) -> TestServer {
+    let server = TestServer::start_http(backend, |config| config.request_bytes_max = LIMIT_BYTES).await;
     let mut client = server.otlp_client().await;
     let baseline = request(&[("job", "t")], vec![gauge("baseline", vec![number_point(&[], now_unix_nano(), 42.0)])]);
     client.export(baseline).await.unwrap();
@@ -66,7 +70,13 @@ async fn grpc_bad_input() {
 
 #[tokio::test]
 async fn http_bad_input() {
-    let server = server_with_baseline().await;
+    for backend in HTTP_BACKENDS {
+        http_bad_input_on(backend).await;
+    }
+}
+
+async fn http_bad_input_on(backend: otelscale::config::IoUringMode) {
+    let server = server_with_baseline_on(backend).await;
     let http = reqwest::Client::new();
     let url = server.http_url("/v1/metrics");
     let post = |content_type: &'static str, body: Vec<u8>| {

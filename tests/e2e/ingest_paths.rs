@@ -34,7 +34,13 @@ async fn grpc_export_plain_and_gzip_is_visible_at_once() {
 
 #[tokio::test]
 async fn http_protobuf_json_and_gzip_bodies() {
-    let server = TestServer::start().await;
+    for backend in HTTP_BACKENDS {
+        http_protobuf_json_and_gzip_bodies_on(backend).await;
+    }
+}
+
+async fn http_protobuf_json_and_gzip_bodies_on(backend: otelscale::config::IoUringMode) {
+    let server = TestServer::start_http(backend, |_| {}).await;
     let http = reqwest::Client::new();
     let now = now_unix_nano();
 

@@ -6,5 +6,6 @@ mod common;
 
 mod admin;
 mod ingest_errors;
+mod ingest_http1;
 mod ingest_paths;
 mod scaler;
