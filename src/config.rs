@@ -88,6 +88,9 @@ pub struct ServeArgs {
     /// Answer a query that matches no series with an error (NOT_FOUND) instead of the value 0.
     #[arg(long, env = "OTELSCALE_NO_MATCH_IS_ERROR", default_value_t = false)]
     pub no_match_is_error: bool,
+    /// Ingest worker threads that decode large bodies at low priority (0 = one per CPU core).
+    #[arg(long, env = "OTELSCALE_INGEST_WORKERS", default_value_t = 0)]
+    pub ingest_workers: usize,
     /// Store shards (0 = two per CPU core).
     #[arg(long, env = "OTELSCALE_SHARDS", default_value_t = 0)]
     pub shards: usize,
@@ -127,6 +130,8 @@ pub struct Config {
     pub io_uring: IoUringMode,
     /// Threads of the io_uring OTLP/HTTP back-end (resolved: never 0).
     pub http_worker_count: usize,
+    /// Low-priority threads that decode large bodies for gRPC and epoll HTTP (resolved: never 0).
+    pub ingest_worker_count: usize,
 }
 
 fn duration_ms(flag: &'static str, duration: Duration) -> Result<i64, ConfigError> {
@@ -190,6 +195,13 @@ impl ServeArgs {
             stream_resend_interval: self.stream_resend_interval,
             no_match_is_error: self.no_match_is_error,
             shard_count: positive("shards", shard_count)?,
+            ingest_worker_count: match self.ingest_workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n if n > 1024 => {
+                    return Err(ConfigError { flag: "ingest-workers", problem: "must be at most 1024".into() })
+                }
+                n => n,
+            },
             io_uring: self.io_uring,
             http_worker_count: positive("http-workers", http_worker_count)?,
         })

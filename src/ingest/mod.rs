@@ -9,6 +9,7 @@ pub mod decode;
 pub mod grpc;
 pub mod http1;
 pub mod wire;
+pub mod workers;
 
 use std::sync::Arc;
 
@@ -174,6 +175,7 @@ pub struct Ingestor {
     activity: Arc<ActivityHub>,
     limits: ConvertLimits,
     request_bytes_max: usize,
+    workers: workers::IngestWorkers,
 }
 
 impl Ingestor {
@@ -185,7 +187,9 @@ impl Ingestor {
             metric_name_bytes_max: config.metric_name_bytes_max,
             future_skew_ms_max: config.future_skew_ms_max,
         };
-        Ingestor { store, telemetry, activity, limits, request_bytes_max: config.request_bytes_max }
+        // Four queued bodies per worker keep the workers busy; beyond that callers wait.
+        let workers = workers::IngestWorkers::start(config.ingest_worker_count, 4 * config.ingest_worker_count);
+        Ingestor { store, telemetry, activity, limits, request_bytes_max: config.request_bytes_max, workers }
     }
 
     pub fn request_bytes_max(&self) -> usize {
@@ -227,10 +231,10 @@ impl Ingestor {
 
     /// [`Ingestor::ingest_body`] for the async receivers.
     ///
-    /// Bodies over [`INLINE_BODY_BYTES_MAX`] run on tokio's blocking pool, not on the async
-    /// workers: a 1,000-point batch takes milliseconds to decode, and on an async worker it would
-    /// delay every GetMetrics and StreamIsActive answer queued behind it (measured in
-    /// perf-reports/2026-11-30-baseline.md).
+    /// Bodies over [`INLINE_BODY_BYTES_MAX`] go to the low-priority ingest workers, not the async
+    /// workers: a 1,000-point batch takes about a millisecond to decode, and on an async worker it
+    /// would delay every GetMetrics and StreamIsActive answer queued behind it (measured in
+    /// perf-reports/2026-11-30-baseline.md and -dataplane.md).
     pub async fn export_body(
         self: &Arc<Self>,
         body: bytes::Bytes,
@@ -242,9 +246,10 @@ impl Ingestor {
             return self.ingest_body(body, content_encoding.as_deref(), format, transport);
         }
         let ingestor = Arc::clone(self);
-        tokio::task::spawn_blocking(move || ingestor.ingest_body(body, content_encoding.as_deref(), format, transport))
+        self.workers
+            .run(move || ingestor.ingest_body(body, content_encoding.as_deref(), format, transport))
             .await
-            .map_err(|join_error| ExportError::Worker(join_error.to_string()))?
+            .map_err(|stopped| ExportError::Worker(stopped.to_string()))?
     }
 
     /// Stores what is valid in an already decoded `request` (the JSON path, and protobuf requests

@@ -24,6 +24,9 @@ pub use window::{SeriesKind, SeriesWindow, WindowOp};
 
 use shard::{AppendResult, Shard};
 
+/// Series slots retention looks at per hold of a shard's write lock.
+const RETENTION_SLOTS_PER_LOCK: usize = 1024;
+
 /// Store sizing, taken from the validated [`crate::config::Config`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -171,9 +174,15 @@ impl Store {
         let cutoff_ms = now_ms.saturating_sub(self.config.retention_ms);
         let mut series_removed = 0;
         for shard in self.shards.iter() {
-            let removed = shard.write().drop_expired(cutoff_ms);
-            self.series_count.fetch_sub(removed, Ordering::AcqRel);
-            series_removed += removed;
+            // A range of slots per lock hold: appends and queries of this shard wait for one
+            // range (tens of microseconds), not for a scan of the whole shard.
+            let mut next_slot = Some(0);
+            while let Some(first_slot) = next_slot {
+                let (removed, next) = shard.write().drop_expired(cutoff_ms, first_slot, RETENTION_SLOTS_PER_LOCK);
+                self.series_count.fetch_sub(removed, Ordering::AcqRel);
+                series_removed += removed;
+                next_slot = next;
+            }
         }
         series_removed
     }

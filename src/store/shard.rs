@@ -133,10 +133,14 @@ impl Shard {
 
     /// Drops chunks whose newest sample is older than `cutoff_ms`, and the series left with no
     /// chunk. Returns the number of series removed.
-    pub fn drop_expired(&mut self, cutoff_ms: i64) -> usize {
+    /// Looks at the slots `first_slot..first_slot + slot_count` only, so that the caller can
+    /// release the shard's lock between ranges; returns `(series removed, next slot)`, where the
+    /// next slot is `None` past the end.
+    pub fn drop_expired(&mut self, cutoff_ms: i64, first_slot: usize, slot_count: usize) -> (usize, Option<usize>) {
         let mut series_removed = 0;
         let mut touched_metrics: Vec<Box<str>> = Vec::new();
-        for idx in 0..self.slots.len() {
+        let end_slot = first_slot.saturating_add(slot_count).min(self.slots.len());
+        for idx in first_slot..end_slot {
             let Some(series) = self.slots[idx].as_mut() else { continue };
             while series
                 .chunks
@@ -173,7 +177,7 @@ impl Shard {
                 }
             }
         }
-        series_removed
+        (series_removed, (end_slot < self.slots.len()).then_some(end_slot))
     }
 
     pub fn heap_bytes(&self) -> usize {
