@@ -16,14 +16,10 @@ use prost::Message;
 const NOW_MS: i64 = 1_800_000_000_000;
 const POINTS: usize = 1_000;
 
+/// The default configuration's limits, computed once (building a `Config` parses the flags).
 fn limits() -> ConvertLimits {
-    ConvertLimits {
-        labels_per_series_max: 64,
-        label_name_bytes_max: 256,
-        label_value_bytes_max: 2048,
-        metric_name_bytes_max: 512,
-        future_skew_ms_max: 300_000,
-    }
+    static LIMITS: std::sync::OnceLock<ConvertLimits> = std::sync::OnceLock::new();
+    *LIMITS.get_or_init(ConvertLimits::default)
 }
 
 fn payload(seed: u64, elapsed_s: f64) -> Vec<u8> {

@@ -10,21 +10,16 @@ use otelscale_loadgen::shapes::dcgm_templates;
 const NOW_MS: i64 = 1_800_000_000_000;
 
 fn limits() -> ConvertLimits {
-    ConvertLimits {
-        labels_per_series_max: 64,
-        label_name_bytes_max: 256,
-        label_value_bytes_max: 2048,
-        metric_name_bytes_max: 512,
-        future_skew_ms_max: 300_000,
-    }
+    ConvertLimits::default()
 }
 
 /// Allocations made by decoding `body` and appending it to `store`.
 fn allocations_per_batch(store: &Store, body: &[u8]) -> u64 {
+    let limits = limits();
     let info = allocation_counter::measure(|| {
         let mut batch = DecodedBatch::new();
         let mut rejections = Rejections::default();
-        wire::decode_request(body, &limits(), NOW_MS, &mut batch, &mut rejections).unwrap();
+        wire::decode_request(body, &limits, NOW_MS, &mut batch, &mut rejections).unwrap();
         let outcome = store.append_decoded(&batch, NOW_MS);
         assert_eq!(outcome.series_created, 0, "steady state: every series exists");
         assert_eq!(rejections.total(), 0);

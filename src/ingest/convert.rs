@@ -25,6 +25,25 @@ pub struct ConvertLimits {
     pub future_skew_ms_max: i64,
 }
 
+impl ConvertLimits {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        ConvertLimits {
+            labels_per_series_max: config.labels_per_series_max,
+            label_name_bytes_max: config.label_name_bytes_max,
+            label_value_bytes_max: config.label_value_bytes_max,
+            metric_name_bytes_max: config.metric_name_bytes_max,
+            future_skew_ms_max: config.future_skew_ms_max,
+        }
+    }
+}
+
+impl Default for ConvertLimits {
+    /// The limits of the default configuration.
+    fn default() -> Self {
+        ConvertLimits::from_config(&crate::config::Config::default())
+    }
+}
+
 /// Converts every metric of `request` into `batch`; points that fail validation are counted in
 /// `rejections` and skipped, the rest go on.
 pub fn convert_request(

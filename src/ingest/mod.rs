@@ -180,13 +180,7 @@ pub struct Ingestor {
 
 impl Ingestor {
     pub fn new(config: &Config, store: Arc<Store>, telemetry: Arc<Telemetry>, activity: Arc<ActivityHub>) -> Self {
-        let limits = ConvertLimits {
-            labels_per_series_max: config.labels_per_series_max,
-            label_name_bytes_max: config.label_name_bytes_max,
-            label_value_bytes_max: config.label_value_bytes_max,
-            metric_name_bytes_max: config.metric_name_bytes_max,
-            future_skew_ms_max: config.future_skew_ms_max,
-        };
+        let limits = ConvertLimits::from_config(config);
         // Four queued bodies per worker keep the workers busy; beyond that callers wait.
         let workers = workers::IngestWorkers::start(config.ingest_worker_count, 4 * config.ingest_worker_count);
         Ingestor { store, telemetry, activity, limits, request_bytes_max: config.request_bytes_max, workers }
