@@ -113,6 +113,9 @@ enum Scenario {
         gap: Duration,
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         probe_timeout: Duration,
+        /// Background load before the first probe (0s measures from a cold store).
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
     },
     /// Replay a load ramp and compare push (otelscale) and pull (Prometheus + KEDA) decisions.
     ScaleSim {
@@ -235,6 +238,7 @@ async fn main() -> anyhow::Result<()> {
             samples,
             gap,
             probe_timeout,
+            warmup,
         } => {
             let config = latency::LatencyConfig {
                 otlp_grpc_addr: common.otlp_grpc,
@@ -246,6 +250,7 @@ async fn main() -> anyhow::Result<()> {
                 samples,
                 gap,
                 probe_timeout,
+                warmup,
                 seed: common.seed,
                 show_progress: !common.quiet,
             };

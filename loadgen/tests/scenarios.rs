@@ -146,6 +146,7 @@ async fn latency_probes_are_all_seen_and_activated() {
         samples: 20,
         gap: Duration::from_millis(5),
         probe_timeout: Duration::from_secs(5),
+        warmup: Duration::from_millis(200),
         seed: 3,
         show_progress: false,
     };

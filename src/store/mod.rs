@@ -24,6 +24,9 @@ pub use window::{SeriesKind, SeriesWindow, WindowOp};
 
 use shard::{AppendResult, Shard};
 
+/// Samples appended per hold of a shard's write lock.
+const APPEND_SAMPLES_PER_LOCK: usize = 64;
+
 /// Series slots retention looks at per hold of a shard's write lock.
 const RETENTION_SLOTS_PER_LOCK: usize = 1024;
 
@@ -107,7 +110,9 @@ impl Store {
             }
         }
         order.sort_unstable();
-        for run in order.chunk_by(|a, b| a.0 == b.0) {
+        // A shard's write lock is held for at most APPEND_SAMPLES_PER_LOCK samples at a time, so a
+        // query waiting on it waits for tens of microseconds, not for a whole batch's share.
+        for run in order.chunk_by(|a, b| a.0 == b.0).flat_map(|run| run.chunks(APPEND_SAMPLES_PER_LOCK)) {
             let mut shard = self.shards[run[0].0 as usize].write();
             for &(_, sample_idx) in run {
                 let sample = &samples[sample_idx as usize];

@@ -35,6 +35,9 @@ pub struct LatencyConfig {
     pub gap: Duration,
     /// Longest wait for one probe to become visible or to activate.
     pub probe_timeout: Duration,
+    /// Background load before the first probe, so that probes measure the steady state rather
+    /// than the creation of the background series.
+    pub warmup: Duration,
     pub seed: u64,
     pub show_progress: bool,
 }
@@ -42,6 +45,7 @@ pub struct LatencyConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencyResult {
     pub samples: usize,
+    pub warmup_s: f64,
     pub background_target_points_per_s: f64,
     pub background_achieved_points_per_s: f64,
     pub background_accepted_points: u64,
@@ -112,6 +116,9 @@ pub async fn run(config: &LatencyConfig) -> anyhow::Result<LatencyResult> {
         None
     };
 
+    if background.is_some() {
+        tokio::time::sleep(config.warmup).await;
+    }
     let mut otlp = MetricsServiceClient::connect(format!("http://{}", config.otlp_grpc_addr)).await?;
     let mut scaler = keda::connect(config.scaler_addr).await?;
     // The stream: every message with the instant it arrived.
@@ -175,6 +182,7 @@ pub async fn run(config: &LatencyConfig) -> anyhow::Result<LatencyResult> {
     };
     Ok(LatencyResult {
         samples: config.samples,
+        warmup_s: config.warmup.as_secs_f64(),
         background_target_points_per_s: config.background_rate,
         background_achieved_points_per_s: background_sent as f64 / background_elapsed_s,
         background_accepted_points: background_accepted,
@@ -189,13 +197,14 @@ impl LatencyResult {
     pub fn markdown(&self) -> String {
         format!(
             "| figure | value |\n|---|---|\n\
-             | background load (target / achieved) | {:.0} / {:.0} points/s |\n\
+             | background load (target / achieved), warm-up | {:.0} / {:.0} points/s, {:.1} s |\n\
              | probes | {} (timeouts: {}) |\n\
              | Export acknowledged | {} |\n\
              | push → visible in GetMetrics | {} |\n\
              | push → StreamIsActive message | {} |\n",
             self.background_target_points_per_s,
             self.background_achieved_points_per_s,
+            self.warmup_s,
             self.samples,
             self.timeouts,
             self.export_ack.one_line(),
