@@ -44,6 +44,16 @@ struct Common {
     quiet: bool,
 }
 
+impl Common {
+    /// The server's OTLP address for `transport`.
+    fn otlp_addr(&self, transport: Transport) -> SocketAddr {
+        match transport {
+            Transport::Grpc => self.otlp_grpc,
+            Transport::Http => self.otlp_http,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Scenario {
     /// A GPU cluster (DCGM exporter + vLLM + training counters) exporting through a Collector.
@@ -170,10 +180,7 @@ async fn main() -> anyhow::Result<()> {
             transport,
             gzip,
         } => {
-            let otlp_addr = match transport {
-                Transport::Grpc => common.otlp_grpc,
-                Transport::Http => common.otlp_http,
-            };
+            let otlp_addr = common.otlp_addr(transport);
             let config = fleet::FleetConfig {
                 transport,
                 otlp_addr,
@@ -208,10 +215,7 @@ async fn main() -> anyhow::Result<()> {
                 );
                 return finish(&common, "throughput-sink", &result, &markdown);
             }
-            let otlp_addr = match transport {
-                Transport::Grpc => common.otlp_grpc,
-                Transport::Http => common.otlp_http,
-            };
+            let otlp_addr = common.otlp_addr(transport);
             let config = throughput::ThroughputConfig {
                 transport,
                 otlp_addr,
