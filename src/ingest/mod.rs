@@ -154,7 +154,7 @@ impl ExportOutcome {
 }
 
 /// Bodies up to this size are decoded on the async worker that received them: a handful of
-/// points costs less than the hand-off to the blocking pool (and a latency probe is small).
+/// points costs less than the hand-off to the ingest workers (and a latency probe is small).
 const INLINE_BODY_BYTES_MAX: usize = 8 * 1024;
 
 /// Why an export request failed as a whole.

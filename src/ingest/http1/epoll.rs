@@ -1,6 +1,6 @@
 //! The epoll back-end: the HTTP/1.1 core driven by tokio's `TcpListener`/`TcpStream` on the main
-//! runtime. Bodies go through [`Ingestor::export_body`], so large ones are decoded on tokio's
-//! blocking pool and never hold an async worker that a scaler answer is waiting for.
+//! runtime. Bodies go through [`Ingestor::export_body`], so large ones are decoded on the
+//! low-priority ingest workers and never hold an async worker that a scaler answer is waiting for.
 
 use std::sync::Arc;
 

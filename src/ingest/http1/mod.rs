@@ -7,7 +7,7 @@
 //!   thread, decoding and storing bodies inline: thread-per-core, no hand-off. Socket reads and
 //!   writes go through the ring.
 //! - **epoll** (`epoll.rs`): the same core on the main tokio runtime; bodies over 8 KiB are
-//!   decoded on tokio's blocking pool ([`Ingestor::export_body`]).
+//!   decoded on the low-priority ingest workers ([`Ingestor::export_body`]).
 //!
 //! Both share the accept gate (`--max-connections` across all workers, and the io_uring workers
 //! take turns so connections spread evenly), the per-connection driver (`driver.rs`) and graceful
