@@ -87,7 +87,6 @@ impl Shard {
     /// Adds a series the caller checked is absent.
     pub fn insert(&mut self, key: SeriesKey, key_hash: u64, kind: SeriesKind) -> SeriesIdx {
         debug_assert!(self.find(key_hash, |stored| *stored == key).is_none());
-        let metric_name: Box<str> = key.metric_name().into();
         let series = Series { key, key_hash, kind, chunks: VecDeque::new() };
         let idx = match self.free_slots.pop() {
             Some(idx) => {
@@ -103,7 +102,14 @@ impl Shard {
         let slots = &self.slots;
         self.index
             .insert_unique(key_hash, idx, |&other| slots[other as usize].as_ref().map_or(0, |series| series.key_hash));
-        self.postings.entry(metric_name).or_default().push(idx);
+        let metric_name = self.slots[idx as usize].as_ref().expect("just inserted").key.metric_name();
+        // The metric's name is allocated once, with its first series.
+        match self.postings.get_mut(metric_name) {
+            Some(series_idxs) => series_idxs.push(idx),
+            None => {
+                self.postings.insert(metric_name.into(), vec![idx]);
+            }
+        }
         idx
     }
 
