@@ -19,6 +19,26 @@ pub enum Transport {
     Http,
 }
 
+/// How request bodies are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    /// From the `--gzip` and `--zstd` flags (clap keeps them exclusive).
+    pub fn from_flags(gzip: bool, zstd: bool) -> Compression {
+        match (gzip, zstd) {
+            (true, _) => Compression::Gzip,
+            (false, true) => Compression::Zstd,
+            (false, false) => Compression::None,
+        }
+    }
+}
+
 /// What the server said about one export.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExportAck {
@@ -51,7 +71,7 @@ impl SendError {
 #[derive(Debug)]
 pub struct OtlpSender {
     target: SenderTarget,
-    gzip: bool,
+    compression: Compression,
 }
 
 #[derive(Debug)]
@@ -62,13 +82,19 @@ enum SenderTarget {
 
 impl OtlpSender {
     /// Opens one connection (HTTP/2 for gRPC; an HTTP/1.1 keep-alive pool of one for HTTP).
-    pub async fn connect(transport: Transport, addr: SocketAddr, gzip: bool) -> anyhow::Result<OtlpSender> {
+    pub async fn connect(
+        transport: Transport,
+        addr: SocketAddr,
+        compression: Compression,
+    ) -> anyhow::Result<OtlpSender> {
         let target = match transport {
             Transport::Grpc => {
                 let channel = Channel::from_shared(format!("http://{addr}"))?.tcp_nodelay(true).connect().await?;
                 let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(4 * 1024 * 1024);
-                if gzip {
-                    grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+                match compression {
+                    Compression::None => {}
+                    Compression::Gzip => grpc = grpc.send_compressed(CompressionEncoding::Gzip),
+                    Compression::Zstd => grpc = grpc.send_compressed(CompressionEncoding::Zstd),
                 }
                 SenderTarget::Grpc(grpc)
             }
@@ -77,7 +103,7 @@ impl OtlpSender {
                 SenderTarget::Http { client, url: format!("http://{addr}/v1/metrics") }
             }
         };
-        Ok(OtlpSender { target, gzip })
+        Ok(OtlpSender { target, compression })
     }
 
     pub async fn send(&mut self, payload: Bytes) -> Result<ExportAck, SendError> {
@@ -92,11 +118,17 @@ impl OtlpSender {
             }
             SenderTarget::Http { client, url } => {
                 let mut request = client.post(url.as_str()).header("content-type", "application/x-protobuf");
-                let body = if self.gzip {
-                    request = request.header("content-encoding", "gzip");
-                    Bytes::from(gzip(&payload))
-                } else {
-                    payload
+                let body = match self.compression {
+                    Compression::None => payload,
+                    Compression::Gzip => {
+                        request = request.header("content-encoding", "gzip");
+                        Bytes::from(gzip(&payload))
+                    }
+                    Compression::Zstd => {
+                        request = request.header("content-encoding", "zstd");
+                        // Level 1: fast, as a Collector's exporter would use.
+                        Bytes::from(zstd::encode_all(&payload[..], 1).unwrap_or_default())
+                    }
                 };
                 let response = request.body(body).send().await.map_err(|err| SendError::Transport(err.to_string()))?;
                 let status = response.status();

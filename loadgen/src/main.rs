@@ -95,8 +95,11 @@ enum Scenario {
         /// Points per second across all connections (default: as fast as possible).
         #[arg(long)]
         rate: Option<f64>,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "zstd")]
         gzip: bool,
+        /// Compress request bodies with zstd (level 1).
+        #[arg(long)]
+        zstd: bool,
         /// The server's pid, to read its CPU time and peak RSS from /proc.
         #[arg(long)]
         server_pid: Option<u32>,
@@ -203,6 +206,7 @@ async fn main() -> anyhow::Result<()> {
             duration,
             rate,
             gzip,
+            zstd,
             server_pid,
             sink,
         } => {
@@ -225,6 +229,7 @@ async fn main() -> anyhow::Result<()> {
                 duration,
                 rate_points_per_s: rate,
                 gzip,
+                zstd,
                 seed: common.seed,
                 server_pid,
                 admin_addr: common.admin,

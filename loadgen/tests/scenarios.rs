@@ -58,6 +58,7 @@ fn throughput_config(server: &Server, transport: Transport) -> throughput::Throu
         duration: Duration::from_millis(700),
         rate_points_per_s: None,
         gzip: false,
+        zstd: false,
         seed: 5,
         server_pid: Some(std::process::id()),
         admin_addr: Some(server.admin),

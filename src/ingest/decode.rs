@@ -1,5 +1,5 @@
 //! Request bodies → `ExportMetricsServiceRequest`: content type, content encoding with a
-//! decompressed-size limit (a gzip bomb is cut off while inflating), protobuf or OTLP JSON.
+//! decompressed-size limit (a gzip or zstd bomb is cut off while inflating), protobuf or OTLP JSON.
 
 use std::io::Read;
 
@@ -28,11 +28,11 @@ impl PayloadFormat {
 pub enum DecodeError {
     #[error("unsupported Content-Type `{0}`: use application/x-protobuf or application/json")]
     UnsupportedContentType(String),
-    #[error("unsupported Content-Encoding `{0}`: use gzip or none")]
+    #[error("unsupported Content-Encoding `{0}`: use gzip, zstd or none")]
     UnsupportedContentEncoding(String),
     #[error("request body exceeds {limit} bytes (--max-request-bytes, measured after decompression)")]
     TooLarge { limit: usize },
-    #[error("body is not valid gzip: {0}")]
+    #[error("compressed body is invalid: {0}")]
     Decompress(std::io::Error),
     #[error("body is not a valid ExportMetricsServiceRequest protobuf: {0}")]
     Protobuf(#[from] super::wire::WireError),
@@ -65,20 +65,26 @@ pub fn decompress(body: Bytes, content_encoding: Option<&str>, limit: usize) -> 
             Ok(body)
         }
         Some(encoding) if encoding.eq_ignore_ascii_case("gzip") => {
-            let mut inflated = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
-            // Reading one byte past the limit tells "exactly at the limit" from "over it".
-            let limit_plus_one = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-            MultiGzDecoder::new(&body[..])
-                .take(limit_plus_one)
-                .read_to_end(&mut inflated)
-                .map_err(DecodeError::Decompress)?;
-            if inflated.len() > limit {
-                return Err(DecodeError::TooLarge { limit });
-            }
-            Ok(Bytes::from(inflated))
+            inflate_limited(MultiGzDecoder::new(&body[..]), body.len(), limit)
+        }
+        Some(encoding) if encoding.eq_ignore_ascii_case("zstd") => {
+            let decoder = zstd::stream::read::Decoder::with_buffer(&body[..]).map_err(DecodeError::Decompress)?;
+            inflate_limited(decoder, body.len(), limit)
         }
         Some(other) => Err(DecodeError::UnsupportedContentEncoding(other.to_owned())),
     }
+}
+
+/// Reads a decompressor to the end, producing at most `limit` bytes.
+fn inflate_limited(decoder: impl Read, compressed_len: usize, limit: usize) -> Result<Bytes, DecodeError> {
+    let mut inflated = Vec::with_capacity(compressed_len.saturating_mul(4).min(limit));
+    // Reading one byte past the limit tells "exactly at the limit" from "over it".
+    let limit_plus_one = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    decoder.take(limit_plus_one).read_to_end(&mut inflated).map_err(DecodeError::Decompress)?;
+    if inflated.len() > limit {
+        return Err(DecodeError::TooLarge { limit });
+    }
+    Ok(Bytes::from(inflated))
 }
 
 /// Decodes an uncompressed body.
@@ -121,6 +127,19 @@ mod tests {
         let err = decompress(compressed.clone(), Some("gzip"), 1024 * 1024).unwrap_err();
         assert!(matches!(err, DecodeError::TooLarge { limit } if limit == 1024 * 1024));
         assert_eq!(decompress(compressed, Some("gzip"), zeros.len()).unwrap().len(), zeros.len());
+    }
+
+    #[test]
+    fn zstd_bodies_inflate_and_a_zstd_bomb_is_cut_off() {
+        let zeros = vec![0u8; 10 * 1024 * 1024];
+        let compressed = Bytes::from(zstd::encode_all(&zeros[..], 3).unwrap());
+        assert!(compressed.len() < 100 * 1024);
+        assert!(matches!(decompress(compressed.clone(), Some("zstd"), 1024 * 1024), Err(DecodeError::TooLarge { .. })));
+        assert_eq!(decompress(compressed, Some("zstd"), zeros.len()).unwrap().len(), zeros.len());
+        assert!(matches!(
+            decompress(Bytes::from_static(b"not zstd"), Some("zstd"), 1024),
+            Err(DecodeError::Decompress(_))
+        ));
     }
 
     #[test]

@@ -62,6 +62,7 @@ where
         Box::pin(async move {
             let mut accept = EnabledCompressionEncodings::default();
             accept.enable(CompressionEncoding::Gzip);
+            accept.enable(CompressionEncoding::Zstd);
             let request_bytes_max = ingestor.request_bytes_max();
             let mut grpc = tonic::server::Grpc::new(RawRequestCodec)
                 .apply_compression_config(accept, EnabledCompressionEncodings::default())

@@ -150,3 +150,29 @@ async fn partial_success_names_each_rejection_and_keeps_the_rest() {
     assert_eq!(server.metric("otelscale_requests_total{transport=\"grpc\",outcome=\"partial_success\"}").await, 2.0);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn zstd_bodies_over_grpc_and_http() {
+    for backend in HTTP_BACKENDS {
+        let server = TestServer::start_http(backend, |_| {}).await;
+        let now = now_unix_nano();
+        let mut zstd_client = server.otlp_client().await.send_compressed(CompressionEncoding::Zstd);
+        let over_grpc = request(&[], vec![gauge("queue_depth", vec![number_point(&[("via", "grpc")], now, 3.0)])]);
+        zstd_client.export(over_grpc).await.unwrap();
+
+        let over_http = request(&[], vec![gauge("queue_depth", vec![number_point(&[("via", "http")], now, 4.0)])]);
+        let response = reqwest::Client::new()
+            .post(server.http_url("/v1/metrics"))
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", "zstd")
+            .body(zstd::encode_all(&over_http.encode_to_vec()[..], 1).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{backend:?}");
+        let answer = server.admin_query(&[("metricQuery", "sum(queue_depth)")]).await;
+        assert_eq!(answer["value"], 7.0, "{backend:?}");
+        assert_eq!(answer["matchedSeries"], 2);
+        server.stop().await;
+    }
+}

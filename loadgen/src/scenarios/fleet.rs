@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::throughput::now_unix_nano;
-use crate::client::{OtlpSender, Transport};
+use crate::client::{Compression, OtlpSender, Transport};
 use crate::payload::PayloadTemplate;
 use crate::shapes::FleetShape;
 use crate::stats::{LatencyHistogram, LatencySummary};
@@ -56,7 +56,10 @@ pub async fn run(config: &FleetConfig) -> anyhow::Result<FleetResult> {
     }
     let mut senders = Vec::new();
     for _ in 0..config.connections {
-        senders.push(OtlpSender::connect(config.transport, config.otlp_addr, config.gzip).await?);
+        senders.push(
+            OtlpSender::connect(config.transport, config.otlp_addr, Compression::from_flags(config.gzip, false))
+                .await?,
+        );
     }
     let started = Instant::now();
     let progress = crate::progress::bar(config.show_progress, config.duration.as_millis() as u64, "ms");

@@ -106,6 +106,7 @@ pub async fn run(config: &LatencyConfig) -> anyhow::Result<LatencyResult> {
             duration: Duration::MAX,
             rate_points_per_s: Some(config.background_rate),
             gzip: false,
+            zstd: false,
             seed: config.seed,
             server_pid: None,
             admin_addr: None,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::client::{OtlpSender, Transport};
+use crate::client::{Compression, OtlpSender, Transport};
 use crate::payload::PayloadTemplate;
 use crate::procstat::{self, ProcessSample};
 use crate::server_metrics;
@@ -30,6 +30,7 @@ pub struct ThroughputConfig {
     /// Points per second across all connections; `None` = as fast as possible.
     pub rate_points_per_s: Option<f64>,
     pub gzip: bool,
+    pub zstd: bool,
     pub seed: u64,
     pub server_pid: Option<u32>,
     pub admin_addr: Option<SocketAddr>,
@@ -50,7 +51,7 @@ pub struct ThroughputResult {
     pub connections: usize,
     pub points_per_request: usize,
     pub series: usize,
-    pub gzip: bool,
+    pub compression: Compression,
     pub rate_points_per_s: Option<f64>,
     pub elapsed_s: f64,
     pub requests_ok: u64,
@@ -121,7 +122,12 @@ impl LoadEngine {
         let per_connection_rate = config.rate_points_per_s.map(|rate| rate / config.connections as f64);
         let mut tasks = Vec::with_capacity(config.connections);
         for own in per_connection {
-            let sender = OtlpSender::connect(config.transport, config.otlp_addr, config.gzip).await?;
+            let sender = OtlpSender::connect(
+                config.transport,
+                config.otlp_addr,
+                Compression::from_flags(config.gzip, config.zstd),
+            )
+            .await?;
             let stop = stop_receiver.clone();
             let points_sent = Arc::clone(&points_sent);
             tasks.push(tokio::spawn(push_loop(sender, own, per_connection_rate, started, stop, points_sent)));
@@ -244,7 +250,7 @@ pub async fn run(config: &ThroughputConfig) -> anyhow::Result<ThroughputResult> 
         connections: config.connections,
         points_per_request: config.points_per_request,
         series: config.series,
-        gzip: config.gzip,
+        compression: Compression::from_flags(config.gzip, config.zstd),
         rate_points_per_s: config.rate_points_per_s,
         elapsed_s,
         requests_ok: stats.requests_ok,
@@ -317,7 +323,7 @@ impl ThroughputResult {
         let mut out = String::new();
         out.push_str("| figure | value |\n|---|---|\n");
         let mut row = |name: &str, value: String| out.push_str(&format!("| {name} | {value} |\n"));
-        row("transport", format!("{:?}{}", self.transport, if self.gzip { " + gzip" } else { "" }));
+        row("transport", format!("{:?}, compression {:?}", self.transport, self.compression));
         row(
             "connections × points/request × series",
             format!("{} × {} × {}", self.connections, self.points_per_request, self.series),
