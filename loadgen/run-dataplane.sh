@@ -25,7 +25,7 @@ stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; }
 for allocator in mimalloc system; do
   binary=./target/release/otelscale
   [ "$allocator" = system ] && binary=./target/system-allocator/release/otelscale
-  for variant in "grpc:--transport grpc" "http:--transport http" "http-gzip:--transport http --gzip"; do
+  for variant in "grpc:--transport grpc" "http:--transport http" "http-gzip:--transport http --gzip" "http-zstd:--transport http --zstd"; do
     name=${variant%%:*}; flags=${variant#*:}
     start_server "$binary"
     # shellcheck disable=SC2086
