@@ -8,6 +8,8 @@ pub mod convert;
 pub mod decode;
 pub mod grpc;
 pub mod http1;
+#[cfg(test)]
+mod test_support;
 pub mod wire;
 pub mod workers;
 

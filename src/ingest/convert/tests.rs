@@ -10,6 +10,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::*;
+use crate::ingest::test_support::{attribute, text};
 
 const NOW_MS: i64 = 1_700_000_000_000;
 const NOW_NS: u64 = NOW_MS as u64 * 1_000_000;
@@ -22,14 +23,6 @@ fn limits() -> ConvertLimits {
         metric_name_bytes_max: 64,
         future_skew_ms_max: 60_000,
     }
-}
-
-fn attribute(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
-}
-
-fn text(key: &str, value: &str) -> KeyValue {
-    attribute(key, any_value::Value::StringValue(value.into()))
 }
 
 fn request_of(resource: Vec<KeyValue>, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {

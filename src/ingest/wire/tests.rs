@@ -15,6 +15,7 @@ use prost::Message;
 
 use super::*;
 use crate::ingest::convert::convert_request;
+use crate::ingest::test_support::{attribute, text};
 use crate::store::SampleBatch;
 
 const NOW_MS: i64 = 1_700_000_000_000;
@@ -93,18 +94,6 @@ fn assert_agrees(body: &[u8]) -> bool {
         (Ok(_), Err(err)) if err.to_string().contains("recursion limit") => false,
         (fast, oracle) => panic!("decoder and oracle disagree: fast {fast:?}, oracle {oracle:?}"),
     }
-}
-
-fn text(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
-        ..Default::default()
-    }
-}
-
-fn attribute(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
 }
 
 fn point(
