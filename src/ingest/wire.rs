@@ -58,7 +58,7 @@ impl<'a> Fields<'a> {
         Fields { buf }
     }
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<WireResult<(u32, WireType)>> {
         let &first = self.buf.first()?;
         // Fast path: a one-byte key (field numbers 1 to 15) with a known wire type. Anything
@@ -79,7 +79,7 @@ impl<'a> Fields<'a> {
         Some(decode_key(&mut self.buf).map_err(WireError::from))
     }
 
-    #[inline]
+    #[inline(always)]
     fn len_delimited(&mut self, wire_type: WireType, message: &'static str) -> WireResult<&'a [u8]> {
         check_wire_type(WireType::LengthDelimited, wire_type)?;
         let len = match self.buf.first() {
@@ -97,13 +97,29 @@ impl<'a> Fields<'a> {
         Ok(field)
     }
 
-    #[inline]
+    #[inline(always)]
     fn string(&mut self, wire_type: WireType, field: &'static str) -> WireResult<&'a str> {
         let bytes = self.len_delimited(wire_type, field)?;
         std::str::from_utf8(bytes).map_err(|_| WireError::InvalidUtf8 { field })
     }
 
-    #[inline]
+    /// [`Fields::string`], answered from `checked` without a second UTF-8 check when the
+    /// string lies inside it.
+    #[inline(always)]
+    fn checked_string(
+        &mut self,
+        wire_type: WireType,
+        field: &'static str,
+        checked: Option<CheckedText<'a>>,
+    ) -> WireResult<&'a str> {
+        let bytes = self.len_delimited(wire_type, field)?;
+        match checked.and_then(|checked| checked.get(bytes)) {
+            Some(text) => Ok(text),
+            None => std::str::from_utf8(bytes).map_err(|_| WireError::InvalidUtf8 { field }),
+        }
+    }
+
+    #[inline(always)]
     fn fixed64(&mut self, wire_type: WireType, message: &'static str) -> WireResult<u64> {
         check_wire_type(WireType::SixtyFourBit, wire_type)?;
         if self.buf.len() < 8 {
@@ -145,6 +161,52 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// A span of the request already validated as UTF-8 as a whole: one check for all the labels of
+/// a point instead of one per string. A string inside it is valid exactly when its ends are
+/// character boundaries of the span, which `str::get` checks.
+#[derive(Clone, Copy)]
+struct CheckedText<'a> {
+    bytes: &'a [u8],
+    text: &'a str,
+}
+
+impl<'a> CheckedText<'a> {
+    /// The span of `parent` from the first to the end of the last of `parts` (sub-slices of
+    /// `parent`, in order), if it is valid UTF-8. Usually the attributes of a point are adjacent
+    /// and ASCII apart from their strings; when they are not, every string is checked alone.
+    fn spanning(parent: &'a [u8], parts: &[&'a [u8]]) -> Option<Self> {
+        let (first, last) = (parts.first()?, parts.last()?);
+        let base = parent.as_ptr() as usize;
+        let start = (first.as_ptr() as usize).checked_sub(base)?;
+        let end = (last.as_ptr() as usize).checked_sub(base)?.checked_add(last.len())?;
+        let bytes = parent.get(start..end)?;
+        let text = std::str::from_utf8(bytes).ok()?;
+        Some(CheckedText { bytes, text })
+    }
+
+    #[inline(always)]
+    fn get(&self, part: &[u8]) -> Option<&'a str> {
+        let start = (part.as_ptr() as usize).checked_sub(self.bytes.as_ptr() as usize)?;
+        self.text.get(start..start.checked_add(part.len())?)
+    }
+}
+
+/// The key and string value of a `KeyValue` in the layout every exporter writes for a string
+/// attribute: `key` (field 1), then `value` (field 2) holding only `string_value` (field 1), all
+/// lengths below 128. Anything else is `None`, and the caller walks the fields one by one.
+#[inline(always)]
+fn string_key_value(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let [0x0a, key_len, rest @ ..] = bytes else { return None };
+    let (key, rest) = rest.split_at_checked(usize::from(*key_len))?;
+    let [0x12, value_len, 0x0a, string_len, string @ ..] = rest else { return None };
+    let exact = *key_len < 0x80
+        && *value_len < 0x80
+        && *string_len < 0x80
+        && usize::from(*string_len) == string.len()
+        && usize::from(*value_len) == string.len() + 2;
+    exact.then_some((key, string))
+}
+
 /// Checks a sub-message the decoder does not interpret, with its prost type.
 fn validate_with_prost<M: Message + Default>(bytes: &[u8]) -> WireResult<()> {
     M::decode(bytes).map(|_| ()).map_err(WireError::from)
@@ -156,8 +218,10 @@ struct Scratch<'a> {
     resource_labels: Vec<BatchLabel<'a>>,
     point_labels: Vec<BatchLabel<'a>>,
     sample_labels: Vec<BatchLabel<'a>>,
-    canonical_labels: Vec<BatchLabel<'a>>,
     label_order: Vec<(u64, u32)>,
+    /// The label names (in wire order) that `canonical_positions` was computed for.
+    order_names: Vec<&'a str>,
+    canonical_positions: Vec<u32>,
     attribute_slices: Vec<&'a [u8]>,
     resource_attribute_slices: Vec<&'a [u8]>,
     scope_slices: Vec<&'a [u8]>,
@@ -251,7 +315,8 @@ impl<'a> Decoder<'a, '_> {
         // Resource labels are validated once; if they are invalid, every point is rejected.
         let mut resource_labels = std::mem::take(&mut self.scratch.resource_labels);
         resource_labels.clear();
-        let resource_valid = self.attribute_labels(&resource_attributes, &mut resource_labels)?;
+        let resource_valid =
+            self.attribute_labels(resource.unwrap_or_default(), &resource_attributes, &mut resource_labels)?;
         let resource_rejection = match resource_valid {
             Ok(()) if resource_labels.len() > self.limits.labels_per_series_max => Some(RejectReason::TooManyLabels),
             Ok(()) => None,
@@ -282,15 +347,18 @@ impl<'a> Decoder<'a, '_> {
 
     /// Converts attributes to labels (in wire order), checking the label limits.
     /// The outer `Result` is a malformed request; the inner one a rejection of the points.
+    /// `attributes` are sub-slices of `parent` (the message that holds them).
     fn attribute_labels(
         &mut self,
+        parent: &'a [u8],
         attributes: &[&'a [u8]],
         labels: &mut Vec<BatchLabel<'a>>,
     ) -> WireResult<Result<(), RejectReason>> {
         let mut rejection =
             (attributes.len() > self.limits.labels_per_series_max).then_some(RejectReason::TooManyLabels);
+        let checked = CheckedText::spanning(parent, attributes);
         for &attribute in attributes {
-            let label = self.key_value(attribute)?;
+            let label = self.key_value(attribute, checked)?;
             if rejection.is_some() {
                 continue;
             }
@@ -306,14 +374,21 @@ impl<'a> Decoder<'a, '_> {
     }
 
     #[inline]
-    fn key_value(&mut self, bytes: &'a [u8]) -> WireResult<BatchLabel<'a>> {
+    fn key_value(&mut self, bytes: &'a [u8], checked: Option<CheckedText<'a>>) -> WireResult<BatchLabel<'a>> {
+        if let Some((name, value)) = string_key_value(bytes) {
+            let name = checked.and_then(|checked| checked.get(name));
+            let value = checked.and_then(|checked| checked.get(value));
+            if let (Some(name), Some(value)) = (name, value) {
+                return Ok(BatchLabel { name, value: BatchText::Borrowed(value) });
+            }
+        }
         let mut name = "";
         let mut value: Option<&'a [u8]> = None;
         let mut fields = Fields::new(bytes);
         while let Some(key) = fields.next() {
             let (tag, wire_type) = key?;
             match tag {
-                1 => name = fields.string(wire_type, "KeyValue.key")?,
+                1 => name = fields.checked_string(wire_type, "KeyValue.key", checked)?,
                 2 => {
                     if value.replace(fields.len_delimited(wire_type, "KeyValue")?).is_some() {
                         return Err(WireError::NonCanonical { message: "KeyValue.value" });
@@ -326,14 +401,14 @@ impl<'a> Decoder<'a, '_> {
             }
         }
         let value = match value {
-            Some(value) => self.any_value(value)?,
+            Some(value) => self.any_value(value, checked)?,
             None => BatchText::Borrowed(""),
         };
         Ok(BatchLabel { name, value })
     }
 
     #[inline]
-    fn any_value(&mut self, bytes: &'a [u8]) -> WireResult<BatchText<'a>> {
+    fn any_value(&mut self, bytes: &'a [u8], checked: Option<CheckedText<'a>>) -> WireResult<BatchText<'a>> {
         enum Scalar<'a> {
             None,
             Text(&'a str),
@@ -347,7 +422,7 @@ impl<'a> Decoder<'a, '_> {
         while let Some(key) = fields.next() {
             let (tag, wire_type) = key?;
             match tag {
-                1 => scalar = Scalar::Text(fields.string(wire_type, "AnyValue.string_value")?),
+                1 => scalar = Scalar::Text(fields.checked_string(wire_type, "AnyValue.string_value", checked)?),
                 2 => scalar = Scalar::Bool(fields.varint(wire_type)? != 0),
                 3 => scalar = Scalar::Int(fields.varint(wire_type)? as i64),
                 4 => scalar = Scalar::Double(f64::from_bits(fields.fixed64(wire_type, "AnyValue")?)),
@@ -519,41 +594,30 @@ impl<'a> MetricConverter<'a, '_, '_> {
         converted
     }
 
-    /// Decodes the point's attributes into `scratch.point_labels` (resource labels first, in
+    /// Decodes the point's attributes into `scratch.point_labels` (resource labels first, then
+    /// the point's, in wire order) and their canonical order into `scratch.canonical_positions`
     /// canonical order) and applies the label limits.
-    fn point_labels(&mut self) -> WireResult<PointLabels> {
+    fn point_labels(&mut self, point: &'a [u8]) -> WireResult<PointLabels> {
         let decoder = &mut *self.decoder;
         let attributes = std::mem::take(&mut decoder.scratch.attribute_slices);
         let mut labels = std::mem::take(&mut decoder.scratch.point_labels);
         labels.clear();
         labels.extend_from_slice(self.resource_labels);
-        let checked = decoder.attribute_labels(&attributes, &mut labels);
+        let checked = decoder.attribute_labels(point, &attributes, &mut labels);
         decoder.scratch.attribute_slices = attributes;
         let outcome = match checked? {
             Err(reason) => PointLabels::Rejected(reason),
             Ok(()) => {
-                // Sort small (name prefix, position) keys rather than the labels themselves; the
-                // position breaks ties, so equal names stay in precedence order and the last wins.
-                let mut order = std::mem::take(&mut decoder.scratch.label_order);
-                order.clear();
-                order.extend(labels.iter().enumerate().map(|(idx, label)| (name_prefix(label.name), idx as u32)));
-                order.sort_unstable_by(|a, b| {
-                    a.0.cmp(&b.0)
-                        .then_with(|| labels[a.1 as usize].name.cmp(labels[b.1 as usize].name))
-                        .then_with(|| a.1.cmp(&b.1))
-                });
-                let mut canonical = std::mem::take(&mut decoder.scratch.canonical_labels);
-                canonical.clear();
-                for &(_, idx) in &order {
-                    let label = labels[idx as usize];
-                    match canonical.last_mut() {
-                        Some(last) if last.name == label.name => *last = label,
-                        _ => canonical.push(label),
-                    }
+                // Points of a metric almost always carry the same names in the same order: reuse
+                // the previous point's canonical order when the names match, sort otherwise.
+                let scratch = &mut decoder.scratch;
+                let same_names = scratch.order_names.len() == labels.len()
+                    && scratch.order_names.iter().zip(labels.iter()).all(|(&name, label)| name == label.name);
+                if !same_names {
+                    canonical_positions(&labels, &mut scratch.label_order, &mut scratch.canonical_positions);
+                    scratch.order_names.clear();
+                    scratch.order_names.extend(labels.iter().map(|label| label.name));
                 }
-                decoder.scratch.label_order = order;
-                std::mem::swap(&mut labels, &mut canonical);
-                decoder.scratch.canonical_labels = canonical;
                 PointLabels::Valid
             }
         };
@@ -602,16 +666,19 @@ impl<'a> MetricConverter<'a, '_, '_> {
         let value = value.expect("checked above");
         let Some(extra) = extra_label else {
             // The common case: the point's own labels, no copy.
-            if decoder.scratch.point_labels.len() > decoder.limits.labels_per_series_max {
+            let scratch = &decoder.scratch;
+            if scratch.canonical_positions.len() > decoder.limits.labels_per_series_max {
                 decoder.rejections.add(RejectReason::TooManyLabels, 1);
             } else {
-                decoder.batch.push_sample(metric_idx, &decoder.scratch.point_labels, kind, timestamp_ms, value);
+                let (labels, order) = (&scratch.point_labels, &scratch.canonical_positions);
+                decoder.batch.push_sample_in_order(metric_idx, labels, order, kind, timestamp_ms, value);
             }
             return;
         };
         let mut sample_labels = std::mem::take(&mut decoder.scratch.sample_labels);
         sample_labels.clear();
-        sample_labels.extend_from_slice(&decoder.scratch.point_labels);
+        let point_labels = &decoder.scratch.point_labels;
+        sample_labels.extend(decoder.scratch.canonical_positions.iter().map(|&idx| point_labels[idx as usize]));
         {
             match sample_labels.binary_search_by(|label| label.name.cmp(extra.name)) {
                 Ok(existing_idx) => sample_labels[existing_idx] = extra,
@@ -648,7 +715,7 @@ impl<'a> MetricConverter<'a, '_, '_> {
                 _ => fields.skip(wire_type, tag)?,
             }
         }
-        let labels = self.point_labels()?;
+        let labels = self.point_labels(bytes)?;
         // A rejected metric counts every point, flagged or not, as convert does.
         if flags & FLAG_NO_RECORDED_VALUE != 0 && self.rejection.is_none() {
             return Ok(());
@@ -691,7 +758,7 @@ impl<'a> MetricConverter<'a, '_, '_> {
             Ok(())
         })();
         let result = parsed.and_then(|()| {
-            let labels = self.point_labels()?;
+            let labels = self.point_labels(bytes)?;
             if let Some(reason) = self.rejection {
                 // convert counts 2 + buckets for a rejected metric, whatever the flags.
                 self.decoder.rejections.add(reason, 2 + bucket_counts.len() as u64);
@@ -759,7 +826,7 @@ impl<'a> MetricConverter<'a, '_, '_> {
                 _ => fields.skip(wire_type, tag)?,
             }
         }
-        let labels = self.point_labels()?;
+        let labels = self.point_labels(bytes)?;
         if let Some(reason) = self.rejection {
             self.decoder.rejections.add(reason, 2);
             return Ok(());
@@ -815,7 +882,7 @@ impl<'a> MetricConverter<'a, '_, '_> {
             Ok(())
         })();
         let result = parsed.and_then(|()| {
-            let labels = self.point_labels()?;
+            let labels = self.point_labels(bytes)?;
             if let Some(reason) = self.rejection {
                 self.decoder.rejections.add(reason, 2 + quantiles.len() as u64);
                 return Ok(());
@@ -858,6 +925,25 @@ impl<'a> MetricConverter<'a, '_, '_> {
 /// The first eight bytes of a name as a big-endian integer (zero-padded): comparing these
 /// orders names as byte-wise comparison does, except for ties, which need the full names.
 #[inline]
+/// Fills `positions` with the indices of `labels` in canonical order: sorted by name, and for a
+/// name given more than once, the last one (a point's attribute overrides the resource's).
+fn canonical_positions(labels: &[BatchLabel<'_>], order: &mut Vec<(u64, u32)>, positions: &mut Vec<u32>) {
+    // Sort small (name prefix, position) keys rather than the labels themselves; the position
+    // breaks ties, so equal names stay in precedence order.
+    order.clear();
+    order.extend(labels.iter().enumerate().map(|(idx, label)| (name_prefix(label.name), idx as u32)));
+    order.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0).then_with(|| labels[a.1 as usize].name.cmp(labels[b.1 as usize].name)).then_with(|| a.1.cmp(&b.1))
+    });
+    positions.clear();
+    for &(_, idx) in order.iter() {
+        match positions.last_mut() {
+            Some(last) if labels[*last as usize].name == labels[idx as usize].name => *last = idx,
+            _ => positions.push(idx),
+        }
+    }
+}
+
 fn name_prefix(name: &str) -> u64 {
     let bytes = name.as_bytes();
     let mut word = [0u8; 8];

@@ -117,6 +117,37 @@ impl<'a> DecodedBatch<'a> {
         });
     }
 
+    /// [`DecodedBatch::push_sample`] with the labels `labels[order[0]], labels[order[1]], …`,
+    /// which must be in canonical order.
+    pub fn push_sample_in_order(
+        &mut self,
+        metric_idx: u32,
+        labels: &[BatchLabel<'a>],
+        order: &[u32],
+        kind: SeriesKind,
+        timestamp_ms: i64,
+        value: f64,
+    ) {
+        let labels_start = self.labels.len() as u32;
+        self.labels.extend(order.iter().map(|&idx| labels[idx as usize]));
+        let stored = &self.labels[labels_start as usize..];
+        debug_assert!(stored.windows(2).all(|pair| pair[0].name < pair[1].name), "labels must be canonical");
+        let metric_name = self.resolve(self.metric_names[metric_idx as usize]);
+        let key_hash = series_hash(
+            metric_name,
+            stored.iter().map(|label| LabelRef { name: label.name, value: self.resolve(label.value) }),
+        );
+        self.samples.push(DecodedSample {
+            metric_idx,
+            labels_start,
+            labels_len: order.len() as u32,
+            key_hash,
+            kind,
+            timestamp_ms,
+            value,
+        });
+    }
+
     pub fn metric_name(&self, sample: &DecodedSample) -> &str {
         self.resolve(self.metric_names[sample.metric_idx as usize])
     }

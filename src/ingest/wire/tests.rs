@@ -366,10 +366,53 @@ fn malformed_bytes_are_errors_like_prost() {
     assert!(fast(&bad_utf8).is_err() && oracle(&bad_utf8).is_err());
 }
 
+#[test]
+fn string_attributes_take_the_fast_path_only_in_their_usual_layout() {
+    let usual = text("gpu", "0").encode_to_vec();
+    assert_eq!(string_key_value(&usual), Some((&b"gpu"[..], &b"0"[..])));
+    let empty_value = KeyValue { key: "k".into(), value: Some(AnyValue { value: None }), ..Default::default() };
+    let not_text = [
+        empty_value.encode_to_vec(),
+        attribute("n", any_value::Value::IntValue(3)).encode_to_vec(),
+        text("k", &"v".repeat(200)).encode_to_vec(),
+        usual[..usual.len() - 1].to_vec(),
+        [usual.as_slice(), &[0x18, 0x01]].concat(),
+    ];
+    for bytes in &not_text {
+        assert_eq!(string_key_value(bytes), None, "{bytes:?}");
+    }
+}
+
+#[test]
+fn non_ascii_and_invalid_utf8_labels_agree_with_the_oracle() {
+    // Points of one metric with the same names, reordered names, a name shared with the resource
+    // and non-ASCII text: the label-order reuse and the one-pass UTF-8 check must not change a thing.
+    let points = vec![
+        point(vec![text("gpu", "0"), text("modèle", "été")], NOW_NS, Some(number_data_point::Value::AsDouble(1.0)), 0),
+        point(vec![text("gpu", "1"), text("modèle", "€")], NOW_NS, Some(number_data_point::Value::AsDouble(2.0)), 0),
+        point(vec![text("modèle", "😀"), text("gpu", "2")], NOW_NS, Some(number_data_point::Value::AsDouble(3.0)), 0),
+        point(vec![text("host", "b"), text("gpu", "3")], NOW_NS, Some(number_data_point::Value::AsDouble(4.0)), 0),
+        point(vec![text("host", "c"), text("gpu", "4")], NOW_NS, Some(number_data_point::Value::AsDouble(5.0)), 0),
+    ];
+    let gauge = metric_of("util", metric::Data::Gauge(Gauge { data_points: points }));
+    let body = request_of(vec![(vec![text("host", "a")], vec![gauge])]).encode_to_vec();
+    assert!(assert_agrees(&body));
+    assert_eq!(fast(&body).unwrap().samples.len(), 5);
+
+    // Invalid UTF-8 inside one string of a point: an error, as with prost, whichever byte it is.
+    for target in ["été", "€", "😀"] {
+        let mut bad = body.clone();
+        let at = bad.windows(target.len()).position(|window| window == target.as_bytes()).unwrap();
+        bad[at + target.len() - 1] = 0xff;
+        assert!(matches!(fast(&bad), Err(WireError::InvalidUtf8 { .. })), "{target}");
+        assert!(oracle(&bad).is_err());
+    }
+}
+
 fn any_value_strategy() -> impl Strategy<Value = Option<any_value::Value>> {
     prop_oneof![
         Just(None),
-        "[a-z]{0,30}".prop_map(|s| Some(any_value::Value::StringValue(s))),
+        "[a-zé€😀]{0,30}".prop_map(|s| Some(any_value::Value::StringValue(s))),
         any::<bool>().prop_map(|b| Some(any_value::Value::BoolValue(b))),
         any::<i64>().prop_map(|i| Some(any_value::Value::IntValue(i))),
         any::<f64>().prop_map(|f| Some(any_value::Value::DoubleValue(f))),
@@ -378,7 +421,7 @@ fn any_value_strategy() -> impl Strategy<Value = Option<any_value::Value>> {
 }
 
 fn key_value_strategy() -> impl Strategy<Value = KeyValue> {
-    ("[a-e]{0,3}", any_value_strategy()).prop_map(|(key, value)| KeyValue {
+    ("[a-eé]{0,3}", any_value_strategy()).prop_map(|(key, value)| KeyValue {
         key,
         value: Some(AnyValue { value }),
         ..Default::default()
