@@ -101,6 +101,15 @@ pub struct ServeArgs {
     /// io_uring OTLP/HTTP worker threads, one runtime and one core each (0 = one per CPU core).
     #[arg(long, env = "OTELSCALE_HTTP_WORKERS", default_value_t = 0)]
     pub http_workers: usize,
+    /// Directory for rkyv snapshots of the store; unset = no snapshots. Created if missing.
+    #[arg(long, env = "OTELSCALE_SNAPSHOT_DIR")]
+    pub snapshot_dir: Option<std::path::PathBuf>,
+    /// Time between two background snapshots (one more is written at graceful shutdown).
+    #[arg(long, env = "OTELSCALE_SNAPSHOT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub snapshot_interval: Duration,
+    /// Complete snapshots kept in the directory (the newest ones); older ones are deleted.
+    #[arg(long, env = "OTELSCALE_SNAPSHOT_KEEP", default_value_t = 2)]
+    pub snapshot_keep: usize,
 }
 
 /// Most io_uring OTLP/HTTP worker threads (`--http-workers`).
@@ -132,6 +141,16 @@ pub struct Config {
     pub http_worker_count: usize,
     /// Low-priority threads that decode large bodies for gRPC and epoll HTTP (resolved: never 0).
     pub ingest_worker_count: usize,
+    /// Snapshots: where, how often, how many kept. `None` = off.
+    pub snapshot: Option<SnapshotConfig>,
+}
+
+/// `--snapshot-*`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotConfig {
+    pub dir: std::path::PathBuf,
+    pub interval: Duration,
+    pub keep: usize,
 }
 
 fn duration_ms(flag: &'static str, duration: Duration) -> Result<i64, ConfigError> {
@@ -172,7 +191,22 @@ impl ServeArgs {
                 problem: format!("must be at most {HTTP_WORKER_COUNT_MAX}"),
             });
         }
+        if self.snapshot_interval < Duration::from_millis(100) {
+            return Err(ConfigError { flag: "snapshot-interval", problem: "must be at least 100ms".into() });
+        }
+        let snapshot = match &self.snapshot_dir {
+            Some(dir) if dir.as_os_str().is_empty() => {
+                return Err(ConfigError { flag: "snapshot-dir", problem: "must not be empty".into() })
+            }
+            Some(dir) => Some(SnapshotConfig {
+                dir: dir.clone(),
+                interval: self.snapshot_interval,
+                keep: positive("snapshot-keep", self.snapshot_keep)?,
+            }),
+            None => None,
+        };
         Ok(Config {
+            snapshot,
             otlp_grpc_addr: self.otlp_grpc_addr,
             otlp_http_addr: self.otlp_http_addr,
             scaler_addr: self.scaler_addr,
