@@ -14,5 +14,6 @@ pub mod ingest;
 pub mod query;
 pub mod scaler;
 pub mod server;
+pub mod snapshot;
 pub mod store;
 pub mod telemetry;

@@ -22,12 +22,27 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server: OTLP receivers, KEDA external scaler and admin port.
     Serve(ServeArgs),
     /// Print the value the scaler would return for a query, asking a running server.
     Query(QueryArgs),
+    /// Work with snapshot files.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Print what each snapshot in DIR holds and whether it validates (exit status 1 when the
+    /// newest does not).
+    Inspect {
+        /// The snapshot directory (`--snapshot-dir` of the server).
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,6 +76,7 @@ fn main() -> ExitCode {
                 match cli.command {
                     Command::Serve(args) => serve(args).await,
                     Command::Query(args) => query(args).await,
+                    Command::Snapshot(SnapshotCommand::Inspect { dir }) => inspect_snapshots(&dir),
                 }
             })
         });
@@ -78,6 +94,48 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&config).await?;
     server::run(listeners, config, shutdown_signal()).await?;
     Ok(())
+}
+
+fn inspect_snapshots(dir: &std::path::Path) -> anyhow::Result<()> {
+    let inspections =
+        otelscale::snapshot::inspect(dir).with_context(|| format!("reading snapshot directory {}", dir.display()))?;
+    if inspections.is_empty() {
+        anyhow::bail!("no snapshot in {}", dir.display());
+    }
+    for inspection in &inspections {
+        println!("{}", inspection.path.display());
+        println!("  size: {} bytes", inspection.bytes);
+        match &inspection.header {
+            Some(header) => {
+                println!("  format version: {}", header.version);
+                println!("  created: {}", format_unix_ms(header.created_unix_ms));
+                println!("  sections (writer's shards): {}", header.section_count);
+                println!("  series: {}", header.series_count);
+                println!("  samples: {}", header.sample_count);
+                if header.sample_count > 0 {
+                    println!(
+                        "  time range: {} .. {}",
+                        format_unix_ms(header.oldest_ms),
+                        format_unix_ms(header.newest_ms)
+                    );
+                }
+            }
+            None => println!("  header: unreadable"),
+        }
+        match &inspection.validation {
+            Ok(_) => println!("  valid: yes"),
+            Err(reason) => println!("  valid: no ({reason})"),
+        }
+    }
+    match &inspections[0].validation {
+        Ok(_) => Ok(()),
+        Err(reason) => anyhow::bail!("the newest snapshot does not validate: {reason}"),
+    }
+}
+
+fn format_unix_ms(unix_ms: i64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(unix_ms).unwrap_or(0));
+    format!("{} ({unix_ms} ms)", humantime::format_rfc3339_millis(time))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -109,6 +109,20 @@ pub struct Telemetry {
     streams_open: AtomicI64,
     stream_messages_sent: AtomicU64,
     series_expired: AtomicU64,
+    snapshots: SnapshotTelemetry,
+}
+
+/// What the snapshot writer and the restore at start-up report.
+#[derive(Debug, Default)]
+struct SnapshotTelemetry {
+    written: AtomicU64,
+    failures: AtomicU64,
+    last_duration_ns: AtomicU64,
+    last_bytes: AtomicU64,
+    /// Unix ms of the last successful write; 0 before the first.
+    last_success_unix_ms: AtomicI64,
+    restore_duration_ns: AtomicU64,
+    restored_series: AtomicU64,
 }
 
 impl Telemetry {
@@ -153,6 +167,24 @@ impl Telemetry {
 
     pub fn series_expired(&self, n_series: usize) {
         self.series_expired.fetch_add(n_series as u64, Ordering::Relaxed);
+    }
+
+    pub fn snapshot_written(&self, duration: Duration, bytes: u64, finished_unix_ms: i64) {
+        let snapshots = &self.snapshots;
+        snapshots.written.fetch_add(1, Ordering::Relaxed);
+        snapshots.last_duration_ns.store(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        snapshots.last_bytes.store(bytes, Ordering::Relaxed);
+        snapshots.last_success_unix_ms.store(finished_unix_ms, Ordering::Relaxed);
+    }
+
+    pub fn snapshot_failed(&self) {
+        self.snapshots.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot_restored(&self, duration: Duration, series: u64) {
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        self.snapshots.restore_duration_ns.store(nanos, Ordering::Relaxed);
+        self.snapshots.restored_series.store(series, Ordering::Relaxed);
     }
 
     pub fn points_rejected(&self, reason: RejectReason) -> u64 {
@@ -224,6 +256,34 @@ impl Telemetry {
         let _ = writeln!(out, "otelscale_series_expired_total {}", load(&self.series_expired));
         header(&mut out, "otelscale_store_heap_bytes", "gauge", "Estimated heap bytes held by the store.");
         let _ = writeln!(out, "otelscale_store_heap_bytes {}", store.heap_bytes());
+
+        let snapshots = &self.snapshots;
+        header(&mut out, "otelscale_snapshots_written_total", "counter", "Snapshots written completely.");
+        let _ = writeln!(out, "otelscale_snapshots_written_total {}", load(&snapshots.written));
+        header(&mut out, "otelscale_snapshot_failures_total", "counter", "Snapshot writes that failed.");
+        let _ = writeln!(out, "otelscale_snapshot_failures_total {}", load(&snapshots.failures));
+        header(&mut out, "otelscale_snapshot_duration_seconds", "gauge", "Time the last successful snapshot took.");
+        let _ = writeln!(out, "otelscale_snapshot_duration_seconds {}", load(&snapshots.last_duration_ns) as f64 / 1e9);
+        header(&mut out, "otelscale_snapshot_bytes", "gauge", "Size of the last successful snapshot file.");
+        let _ = writeln!(out, "otelscale_snapshot_bytes {}", load(&snapshots.last_bytes));
+        header(
+            &mut out,
+            "otelscale_snapshot_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time of the last successful snapshot (0: none yet).",
+        );
+        let last_success_s = snapshots.last_success_unix_ms.load(Ordering::Relaxed) as f64 / 1e3;
+        let _ = writeln!(out, "otelscale_snapshot_last_success_timestamp_seconds {last_success_s}");
+        header(
+            &mut out,
+            "otelscale_snapshot_restore_duration_seconds",
+            "gauge",
+            "Time the start-up restore took (0: nothing restored).",
+        );
+        let restore_s = load(&snapshots.restore_duration_ns) as f64 / 1e9;
+        let _ = writeln!(out, "otelscale_snapshot_restore_duration_seconds {restore_s}");
+        header(&mut out, "otelscale_snapshot_restored_series", "gauge", "Series restored from a snapshot at start-up.");
+        let _ = writeln!(out, "otelscale_snapshot_restored_series {}", load(&snapshots.restored_series));
         out
     }
 }

@@ -40,6 +40,8 @@ pub enum ServerError {
     Bind { purpose: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("{purpose} server failed: {message}")]
     Serve { purpose: &'static str, message: String },
+    #[error("cannot start the snapshot writer: {0}")]
+    Snapshot(std::io::Error),
 }
 
 impl Listeners {
@@ -81,6 +83,17 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         ready: Arc::clone(&ready),
     };
     let connections_max = config.connections_max;
+    // Before any listener serves: a restored store is complete before the first request.
+    if let Some(snapshot) = &config.snapshot {
+        restore_snapshot(&store, &telemetry, &snapshot.dir).await;
+    }
+    let snapshotter = match &config.snapshot {
+        Some(snapshot) => Some(
+            crate::snapshot::Snapshotter::start(Arc::clone(&store), Arc::clone(&telemetry), snapshot.clone())
+                .map_err(ServerError::Snapshot)?,
+        ),
+        None => None,
+    };
 
     tracing::info!(
         otlp_grpc = %local_addr(&listeners.otlp_grpc),
@@ -182,10 +195,42 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         }
     }
     let _ = retention.await;
+    // The last step: listeners have stopped, so the final snapshot holds every acknowledged point.
+    if let Some(snapshotter) = snapshotter {
+        if let Ok(Some(written)) = tokio::task::spawn_blocking(move || snapshotter.finish()).await {
+            tracing::info!(file = %written.path.display(), series = written.series, "final snapshot written");
+        }
+    }
     tracing::info!(series = store.series_count(), "otelscale stopped");
     match first_error {
         Some(err) => Err(err),
         None => Ok(()),
+    }
+}
+
+async fn restore_snapshot(store: &Arc<Store>, telemetry: &Telemetry, dir: &std::path::Path) {
+    let started = std::time::Instant::now();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (restore_store, restore_dir) = (Arc::clone(store), dir.to_path_buf());
+    let restored = tokio::task::spawn_blocking(move || {
+        crate::snapshot::restore_newest(&restore_store, &restore_dir, crate::clock::now_ms(), threads)
+    })
+    .await;
+    match restored {
+        Ok(Some(report)) => {
+            telemetry.snapshot_restored(started.elapsed(), report.series);
+            tracing::info!(
+                file = %report.file.display(),
+                series = report.series,
+                samples = report.samples,
+                samples_expired = report.samples_expired,
+                series_over_limit = report.series_over_limit,
+                duration_ms = started.elapsed().as_millis() as u64,
+                "snapshot restored"
+            );
+        }
+        Ok(None) => tracing::info!(dir = %dir.display(), "no snapshot to restore; starting empty"),
+        Err(err) => tracing::error!(error = %err, "snapshot restore failed; starting empty"),
     }
 }
 

@@ -11,17 +11,20 @@ mod series_key;
 mod shard;
 mod window;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 
 pub use batch::{BatchLabel, BatchSample, BatchText, DecodedBatch, DecodedSample, SampleBatch};
-pub use chunk::CHUNK_CAPACITY;
+pub use chunk::{ChunkSlice, CHUNK_CAPACITY};
 pub use series_key::{
-    needs_normalization, normalize_metric_name, series_hash, sort_and_dedup_keep_last, LabelPair, LabelRef, SeriesKey,
+    needs_normalization, normalize_metric_name, series_hash, sort_and_dedup_keep_last, KeyDecodeError, LabelPair,
+    LabelRef, SeriesKey,
 };
 pub use window::{SeriesKind, SeriesWindow, WindowOp};
 
+use chunk::Chunk;
 use shard::{AppendResult, Shard};
 
 /// Samples appended per hold of a shard's write lock.
@@ -59,6 +62,31 @@ pub struct SeriesSummary {
     pub kind: SeriesKind,
     pub sample_count: usize,
     pub last_timestamp_ms: Option<i64>,
+}
+
+/// A series as a snapshot reads it, under its shard's read lock.
+pub struct SeriesView<'a> {
+    pub key: &'a SeriesKey,
+    pub kind: SeriesKind,
+    chunks: &'a VecDeque<Chunk>,
+}
+
+impl<'a> SeriesView<'a> {
+    /// The series' chunks, oldest first, each with its samples in time order.
+    pub fn chunks(&self) -> impl Iterator<Item = ChunkSlice<'a>> + 'a {
+        self.chunks.iter().map(|chunk| chunk.slice_from(0))
+    }
+}
+
+/// What [`Store::restore_series`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreOutcome {
+    /// The series is in the store with this many of the given samples.
+    Restored { samples: usize },
+    /// The store already holds `series_count_max` series.
+    SeriesLimit,
+    /// No sample was given: nothing stored.
+    Empty,
 }
 
 #[derive(Debug)]
@@ -136,6 +164,52 @@ impl Store {
             }
         }
         outcome
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Calls `visit` with the series of shard `shard_idx` in slots `first_slot..first_slot +
+    /// slot_count`, under one hold of the shard's read lock (appends to the shard wait for it,
+    /// queries do not). Returns the next slot, or `None` when the shard has been read to the end.
+    pub fn visit_shard_slots(
+        &self,
+        shard_idx: usize,
+        first_slot: usize,
+        slot_count: usize,
+        mut visit: impl FnMut(SeriesView<'_>),
+    ) -> Option<usize> {
+        self.shards[shard_idx].read().visit_slots(first_slot, slot_count, &mut |series| {
+            visit(SeriesView { key: &series.key, kind: series.kind, chunks: &series.chunks })
+        })
+    }
+
+    /// Puts a series read from a snapshot into the store: `samples` in ascending time order
+    /// (a sample not later than the series' last is skipped). The series limit applies.
+    pub fn restore_series(
+        &self,
+        key: SeriesKey,
+        kind: SeriesKind,
+        samples: impl IntoIterator<Item = (i64, f64)>,
+    ) -> RestoreOutcome {
+        let mut samples = samples.into_iter().peekable();
+        if samples.peek().is_none() {
+            return RestoreOutcome::Empty;
+        }
+        let key_hash = key.stable_hash();
+        let mut shard = self.shards[self.shard_idx(key_hash)].write();
+        let series_idx = match shard.find(key_hash, |stored| *stored == key) {
+            Some(idx) => idx,
+            None if self.reserve_series_slot() => shard.insert(key, key_hash, kind),
+            None => return RestoreOutcome::SeriesLimit,
+        };
+        let restored = samples
+            .filter(|&(timestamp_ms, value)| {
+                shard.append(series_idx, kind, timestamp_ms, value) == AppendResult::Appended
+            })
+            .count();
+        RestoreOutcome::Restored { samples: restored }
     }
 
     fn reserve_series_slot(&self) -> bool {

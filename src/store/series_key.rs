@@ -66,6 +66,21 @@ fn hash_str(hasher: &mut impl Hasher, text: &str) {
     hasher.write(text.as_bytes());
 }
 
+/// Why bytes are not a [`SeriesKey`] encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyDecodeError {
+    #[error("a length runs past the end of the key")]
+    Truncated,
+    #[error("a string is not UTF-8")]
+    NotUtf8,
+    #[error("the metric name is empty")]
+    EmptyMetricName,
+    #[error("labels are not sorted by name and unique")]
+    LabelsNotCanonical,
+    #[error("bytes after the last label")]
+    TrailingBytes,
+}
+
 /// The identity of a series. Labels are sorted by name and unique.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SeriesKey {
@@ -188,6 +203,55 @@ impl SeriesKey {
             label_idx += 1;
         }
         label_idx == n_labels
+    }
+
+    /// The key's encoding: `[metric_len u32][n_labels u32][(name_len u32, value_len u32) × n]`,
+    /// then the metric name and each label's name and value, all little-endian. Snapshots store
+    /// it as is; [`SeriesKey::from_encoded`] reads it back.
+    pub fn encoded(&self) -> &[u8] {
+        &self.blob
+    }
+
+    /// Checks an encoding from outside the process (a snapshot) and builds the key: lengths
+    /// within the bytes, strings UTF-8, a non-empty metric name, labels sorted by name and unique.
+    pub fn from_encoded(bytes: &[u8]) -> Result<SeriesKey, KeyDecodeError> {
+        let u32_at = |offset: usize| -> Result<usize, KeyDecodeError> {
+            let word = bytes.get(offset..offset + 4).ok_or(KeyDecodeError::Truncated)?;
+            Ok(u32::from_le_bytes(word.try_into().expect("four bytes")) as usize)
+        };
+        let metric_len = u32_at(0)?;
+        let n_labels = u32_at(4)?;
+        let strings_start = n_labels
+            .checked_mul(LABEL_HEADER_BYTES)
+            .and_then(|n| n.checked_add(HEADER_BYTES))
+            .ok_or(KeyDecodeError::Truncated)?;
+        if strings_start > bytes.len() {
+            return Err(KeyDecodeError::Truncated);
+        }
+        let mut offset = strings_start;
+        let mut take = |len: usize| -> Result<&str, KeyDecodeError> {
+            let end = offset.checked_add(len).ok_or(KeyDecodeError::Truncated)?;
+            let text = bytes.get(offset..end).ok_or(KeyDecodeError::Truncated)?;
+            offset = end;
+            std::str::from_utf8(text).map_err(|_| KeyDecodeError::NotUtf8)
+        };
+        if take(metric_len)?.is_empty() {
+            return Err(KeyDecodeError::EmptyMetricName);
+        }
+        let mut previous_name: Option<&str> = None;
+        for label_idx in 0..n_labels {
+            let header = HEADER_BYTES + label_idx * LABEL_HEADER_BYTES;
+            let name = take(u32_at(header)?)?;
+            take(u32_at(header + 4)?)?;
+            if previous_name.is_some_and(|previous| previous >= name) {
+                return Err(KeyDecodeError::LabelsNotCanonical);
+            }
+            previous_name = Some(name);
+        }
+        if offset != bytes.len() {
+            return Err(KeyDecodeError::TrailingBytes);
+        }
+        Ok(SeriesKey { blob: bytes.into() })
     }
 
     /// A hash that is the same in every process for the same key.

@@ -132,6 +132,14 @@ impl Shard {
         }
     }
 
+    /// Calls `visit` with the live series in slots `first_slot..first_slot + slot_count`;
+    /// returns the next slot, or `None` past the end.
+    pub fn visit_slots(&self, first_slot: usize, slot_count: usize, visit: &mut impl FnMut(&Series)) -> Option<usize> {
+        let end_slot = first_slot.saturating_add(slot_count).min(self.slots.len());
+        self.slots.get(first_slot..end_slot).into_iter().flatten().flatten().for_each(visit);
+        (end_slot < self.slots.len()).then_some(end_slot)
+    }
+
     /// Calls `visit` with every live series.
     pub fn for_each_series(&self, visit: &mut impl FnMut(&Series)) {
         self.slots.iter().flatten().for_each(visit);
