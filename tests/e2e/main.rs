@@ -9,3 +9,4 @@ mod ingest_errors;
 mod ingest_http1;
 mod ingest_paths;
 mod scaler;
+mod snapshot;
