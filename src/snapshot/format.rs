@@ -83,8 +83,16 @@ impl ShardSection {
         self.kinds.len()
     }
 
+    /// Empties every column and keeps its capacity for the next shard.
     pub fn clear(&mut self) {
-        *self = ShardSection::default();
+        self.kinds.clear();
+        self.key_ends.clear();
+        self.key_bytes.clear();
+        self.chunk_ends.clear();
+        self.chunk_base_ms.clear();
+        self.sample_ends.clear();
+        self.offsets_ms.clear();
+        self.values.clear();
     }
 
     pub fn to_bytes(&self) -> Result<AlignedVec, rancor::Error> {

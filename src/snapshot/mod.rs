@@ -91,11 +91,13 @@ fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
 }
 
 fn write_file(store: &Store, path: &Path, created_ms: i64) -> Result<WrittenSnapshot, SnapshotError> {
-    let mut file = File::create(path).map_err(io_error("creating", path))?;
+    let file = File::create(path).map_err(io_error("creating", path))?;
     let section_count = store.shard_count();
     let table_bytes = section_count * format::TABLE_ENTRY_BYTES;
-    let mut position = (format::HEADER_BYTES + table_bytes) as u64;
-    file.write_all(&vec![0u8; position as usize]).map_err(io_error("writing", path))?;
+    // Sections stream through one buffer into the file while their checksum is computed: no
+    // second copy of a section in memory.
+    let mut out = CountingWriter { inner: std::io::BufWriter::with_capacity(1 << 20, file), written: 0, crc: None };
+    out.write_all(&vec![0u8; format::HEADER_BYTES + table_bytes]).map_err(io_error("writing", path))?;
 
     let mut header = Header {
         version: format::FORMAT_VERSION,
@@ -108,41 +110,115 @@ fn write_file(store: &Store, path: &Path, created_ms: i64) -> Result<WrittenSnap
         table_crc: 0,
     };
     let mut table = Vec::with_capacity(table_bytes);
-    let mut section = ShardSection::default();
-    for shard_idx in 0..section_count {
-        section.clear();
-        fill_section(store, shard_idx, &mut section, &mut header);
-        let bytes = section
-            .to_bytes()
-            .map_err(|err| SnapshotError::Serialize { shard: shard_idx, message: err.to_string() })?;
-        let padding = position.next_multiple_of(format::SECTION_ALIGN as u64) - position;
-        file.write_all(&[0u8; format::SECTION_ALIGN][..padding as usize]).map_err(io_error("writing", path))?;
-        position += padding;
-        file.write_all(&bytes).map_err(io_error("writing", path))?;
-        TableEntry {
-            offset: position,
-            len: bytes.len() as u64,
-            crc: crc32fast::hash(&bytes),
-            series_count: section.series_count() as u32,
-        }
-        .encode(&mut table);
-        position += bytes.len() as u64;
+    // Two buffers in a pipeline: a helper thread copies shard i + 1 out of the store while this
+    // thread serializes and writes shard i.
+    let (filled_sender, filled) = crossbeam_channel::bounded::<(ShardSection, Header)>(1);
+    let (empty_sender, empty) = crossbeam_channel::bounded::<ShardSection>(2);
+    for _ in 0..2 {
+        let _ = empty_sender.send(ShardSection::default());
     }
+    let blank = Header { series_count: 0, sample_count: 0, oldest_ms: i64::MAX, newest_ms: i64::MIN, ..header };
+    std::thread::scope(|scope| -> Result<(), SnapshotError> {
+        scope.spawn(move || {
+            lower_priority();
+            for shard_idx in 0..section_count {
+                let Ok(mut section) = empty.recv() else { return };
+                section.clear();
+                let mut counts = blank;
+                fill_section(store, shard_idx, &mut section, &mut counts);
+                if filled_sender.send((section, counts)).is_err() {
+                    return;
+                }
+            }
+        });
+        // Owned by this closure: dropped on every way out of it, which ends the filling thread
+        // at its next send or receive instead of leaving it blocked.
+        let (filled, empty_sender) = (filled, empty_sender);
+        for shard_idx in 0..section_count {
+            let (section, counts) = filled.recv().expect("the filling thread sends every shard");
+            header.series_count += counts.series_count;
+            header.sample_count += counts.sample_count;
+            header.oldest_ms = header.oldest_ms.min(counts.oldest_ms);
+            header.newest_ms = header.newest_ms.max(counts.newest_ms);
+            write_section(&mut out, shard_idx, &section, &mut table, path)?;
+            let _ = empty_sender.send(section);
+        }
+        Ok(())
+    })?;
     if header.sample_count == 0 {
         (header.oldest_ms, header.newest_ms) = (0, 0);
     }
     header.table_crc = crc32fast::hash(&table);
+    let file_len = out.written;
+    let mut file = out.inner.into_inner().map_err(|err| SnapshotError::Io {
+        action: "writing",
+        path: path.to_path_buf(),
+        source: err.into_error(),
+    })?;
     file.seek(SeekFrom::Start(0)).map_err(io_error("seeking", path))?;
     file.write_all(&header.encode()).map_err(io_error("writing", path))?;
     file.write_all(&table).map_err(io_error("writing", path))?;
     file.sync_all().map_err(io_error("syncing", path))?;
     Ok(WrittenSnapshot {
         path: path.to_path_buf(),
-        bytes: position,
+        bytes: file_len,
         series: header.series_count,
         samples: header.sample_count,
         duration: Duration::ZERO,
     })
+}
+
+type SnapshotWriter = CountingWriter<std::io::BufWriter<File>>;
+
+/// Appends one section (aligned) and its table entry.
+fn write_section(
+    out: &mut SnapshotWriter,
+    shard_idx: usize,
+    section: &ShardSection,
+    table: &mut Vec<u8>,
+    path: &Path,
+) -> Result<(), SnapshotError> {
+    let padding = out.written.next_multiple_of(format::SECTION_ALIGN as u64) - out.written;
+    out.write_all(&[0u8; format::SECTION_ALIGN][..padding as usize]).map_err(io_error("writing", path))?;
+    let offset = out.written;
+    out.crc = Some(crc32fast::Hasher::new());
+    let serialized =
+        rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(section, rkyv::ser::writer::IoWriter::new(&mut *out))
+            .map(|_| ())
+            .map_err(|err| err.to_string());
+    let crc = out.crc.take().map_or(0, crc32fast::Hasher::finalize);
+    serialized.map_err(|message| SnapshotError::Serialize { shard: shard_idx, message })?;
+    TableEntry { offset, len: out.written - offset, crc, series_count: section.series_count() as u32 }.encode(table);
+    Ok(())
+}
+
+/// Background snapshot work runs at the lowest scheduling priority: ingest and queries first.
+fn lower_priority() {
+    if let Err(err) = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min) {
+        tracing::debug!(error = ?err, "cannot lower the snapshot thread's priority");
+    }
+}
+
+/// Counts the bytes written and, while `crc` is set, checksums them.
+struct CountingWriter<W> {
+    inner: W,
+    written: u64,
+    crc: Option<crc32fast::Hasher>,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(bytes)?;
+        if let Some(crc) = &mut self.crc {
+            crc.update(&bytes[..n]);
+        }
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Copies one shard into `section`, a range of series per read-lock hold.
@@ -223,24 +299,33 @@ pub fn read_snapshot(path: &Path, threads: usize) -> Result<CheckedSnapshot, For
     let mut table = vec![0u8; table_len];
     file.read_exact(&mut table)?;
     let entries = TableEntry::decode_table(&table, &header)?;
-    let mut sections = Vec::with_capacity(entries.len());
     for (section, entry) in entries.iter().enumerate() {
         let in_file = entry.offset.checked_add(entry.len).is_some_and(|end| end <= file_len);
         if !in_file || entry.offset % format::SECTION_ALIGN as u64 != 0 {
             return Err(FormatError::SectionOutOfFile { section, offset: entry.offset, len: entry.len, file_len });
         }
-        let mut bytes = AlignedVec::<{ format::SECTION_ALIGN }>::with_capacity(entry.len as usize);
-        bytes.resize(entry.len as usize, 0);
-        file.seek(SeekFrom::Start(entry.offset))?;
-        file.read_exact(&mut bytes)?;
-        sections.push(bytes);
     }
-    let keys = parallel_map(sections.len(), threads, |section| {
-        check_and_read_keys(section, &sections[section], entries[section])
+    // Each section is read and checked on its own thread: reading into fresh memory (page
+    // faults, copy) is a large part of a restore.
+    let (sections, keys): (Vec<_>, Vec<_>) = parallel_map(entries.len(), threads, |section| {
+        let bytes = read_section(path, entries[section])?;
+        let keys = check_and_read_keys(section, &bytes, entries[section])?;
+        Ok::<_, FormatError>((bytes, keys))
     })
     .into_iter()
-    .collect::<Result<Vec<_>, _>>()?;
+    .collect::<Result<Vec<_>, _>>()?
+    .into_iter()
+    .unzip();
     Ok(CheckedSnapshot { header, sections, keys })
+}
+
+fn read_section(path: &Path, entry: TableEntry) -> Result<AlignedVec<{ format::SECTION_ALIGN }>, FormatError> {
+    let mut file = File::open(path)?;
+    let mut bytes = AlignedVec::<{ format::SECTION_ALIGN }>::with_capacity(entry.len as usize);
+    bytes.resize(entry.len as usize, 0);
+    file.seek(SeekFrom::Start(entry.offset))?;
+    file.read_exact(&mut bytes)?;
+    Ok(bytes)
 }
 
 fn check_and_read_keys(section: usize, bytes: &[u8], entry: TableEntry) -> Result<Vec<SeriesKey>, FormatError> {
@@ -298,16 +383,17 @@ pub struct RestoreReport {
 
 /// Puts a checked snapshot into `store`, dropping samples older than `cutoff_ms`.
 pub fn restore(store: &Store, snapshot: CheckedSnapshot, cutoff_ms: i64, threads: usize) -> RestoreReport {
-    let CheckedSnapshot { sections, keys, .. } = snapshot;
+    let CheckedSnapshot { header, sections, keys } = snapshot;
+    store.reserve_series(usize::try_from(header.series_count).unwrap_or(0).min(store.config().series_count_max));
     let keys: Vec<std::sync::Mutex<Vec<SeriesKey>>> = keys.into_iter().map(std::sync::Mutex::new).collect();
     let per_section = parallel_map(sections.len(), threads, |section| {
         let archived = rkyv::access::<format::ArchivedShardSection, rkyv::rancor::Error>(&sections[section])
             .expect("the section was checked by read_snapshot");
         let keys = std::mem::take(&mut *keys[section].lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         let mut report = RestoreReport::default();
+        let mut samples = Vec::new();
         for (series, key) in keys.into_iter().enumerate() {
             let kind = format::kind_from_code(archived.kinds[series]).expect("kinds were checked");
-            let mut samples = Vec::new();
             for chunk in format::range_at(&archived.chunk_ends, series) {
                 let base_ms = archived.chunk_base_ms[chunk].to_native();
                 for sample in format::range_at(&archived.sample_ends, chunk) {
@@ -319,7 +405,7 @@ pub fn restore(store: &Store, snapshot: CheckedSnapshot, cutoff_ms: i64, threads
                     }
                 }
             }
-            match store.restore_series(key, kind, samples) {
+            match store.restore_series(key, kind, samples.drain(..)) {
                 RestoreOutcome::Restored { samples } => {
                     report.series += 1;
                     report.samples += samples as u64;
@@ -454,6 +540,7 @@ impl Snapshotter {
         let thread = {
             let (store, telemetry, config) = (Arc::clone(&store), Arc::clone(&telemetry), config.clone());
             std::thread::Builder::new().name("snapshot".into()).spawn(move || {
+                lower_priority();
                 while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(config.interval) {
                     write_and_record(&store, &telemetry, &config);
                 }

@@ -166,6 +166,15 @@ impl Store {
         outcome
     }
 
+    /// Makes room for `series` more series spread over the shards (before a restore), so the
+    /// index does not grow step by step.
+    pub fn reserve_series(&self, series: usize) {
+        let per_shard = series.div_ceil(self.shards.len());
+        for shard in self.shards.iter() {
+            shard.write().reserve(per_shard);
+        }
+    }
+
     pub fn shard_count(&self) -> usize {
         self.shards.len()
     }

@@ -84,6 +84,13 @@ impl Shard {
             .copied()
     }
 
+    /// Makes room for `additional` series.
+    pub fn reserve(&mut self, additional: usize) {
+        let slots = &self.slots;
+        self.index.reserve(additional, |&idx| slots[idx as usize].as_ref().map_or(0, |series| series.key_hash));
+        self.slots.reserve(additional);
+    }
+
     /// Adds a series the caller checked is absent.
     pub fn insert(&mut self, key: SeriesKey, key_hash: u64, kind: SeriesKind) -> SeriesIdx {
         debug_assert!(self.find(key_hash, |stored| *stored == key).is_none());
