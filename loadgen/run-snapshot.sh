@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Snapshot figures through the real server: fill 1 M series with loadgen (OTLP/HTTP) while
+# background snapshots run, stop with SIGTERM (final snapshot), then restart three times and
+# report the restore time and the time until /readyz answers.
+# Writes perf-reports/<date>-snapshot-fill-throughput.{json,md}; prints the restart figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --workspace
+dir=$(mktemp -d)
+server=./target/release/otelscale
+wait_ready() {
+  for _ in $(seq 2000); do curl -sf http://127.0.0.1:8080/readyz >/dev/null && return; sleep 0.01; done
+  echo "server did not become ready" >&2; exit 1
+}
+"$server" serve --snapshot-dir "$dir" --snapshot-interval 10s >/tmp/otelscale-snapshot-fill.log 2>&1 &
+pid=$!
+wait_ready
+./target/release/otelscale-loadgen throughput --transport http --connections 2 --points-per-request 1000 \
+  --series 1000000 --duration 25s --server-pid "$pid" --admin 127.0.0.1:8080 --quiet \
+  --report "perf-reports/$(date -u +%F)-snapshot-fill-throughput"
+curl -s http://127.0.0.1:8080/metrics | grep -E '^otelscale_(series|snapshot_duration|snapshot_bytes) '
+kill -TERM "$pid"; wait "$pid" || true
+grep "final snapshot written" /tmp/otelscale-snapshot-fill.log
+for round in 1 2 3; do
+  start=$(date +%s%N)
+  "$server" serve --snapshot-dir "$dir" --snapshot-interval 1h >/tmp/otelscale-snapshot-restore.log 2>&1 &
+  pid=$!
+  wait_ready
+  ready_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  echo "round $round: ready after ${ready_ms} ms; $(grep -o 'series=[0-9]* samples=[0-9]*.*duration_ms=[0-9]*' /tmp/otelscale-snapshot-restore.log)"
+  kill -9 "$pid"; wait "$pid" 2>/dev/null || true
+done
+rm -rf "$dir"
