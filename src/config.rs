@@ -2,6 +2,7 @@
 //! variables, validated once at start-up.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -110,6 +111,118 @@ pub struct ServeArgs {
     /// Complete snapshots kept in the directory (the newest ones); older ones are deleted.
     #[arg(long, env = "OTELSCALE_SNAPSHOT_KEEP", default_value_t = 2)]
     pub snapshot_keep: usize,
+    /// PEM certificate chain for TLS on the OTLP/gRPC port (with --otlp-grpc-tls-key).
+    #[arg(long, env = "OTELSCALE_OTLP_GRPC_TLS_CERT")]
+    pub otlp_grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the OTLP/gRPC port.
+    #[arg(long, env = "OTELSCALE_OTLP_GRPC_TLS_KEY")]
+    pub otlp_grpc_tls_key: Option<PathBuf>,
+    /// PEM CA bundle: OTLP/gRPC clients must present a certificate it signed (mTLS).
+    #[arg(long, env = "OTELSCALE_OTLP_GRPC_TLS_CLIENT_CA")]
+    pub otlp_grpc_tls_client_ca: Option<PathBuf>,
+    /// PEM certificate chain for TLS on the OTLP/HTTP port (served by the epoll back-end).
+    #[arg(long, env = "OTELSCALE_OTLP_HTTP_TLS_CERT")]
+    pub otlp_http_tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the OTLP/HTTP port.
+    #[arg(long, env = "OTELSCALE_OTLP_HTTP_TLS_KEY")]
+    pub otlp_http_tls_key: Option<PathBuf>,
+    /// PEM CA bundle: OTLP/HTTP clients must present a certificate it signed (mTLS).
+    #[arg(long, env = "OTELSCALE_OTLP_HTTP_TLS_CLIENT_CA")]
+    pub otlp_http_tls_client_ca: Option<PathBuf>,
+    /// PEM certificate chain for TLS on the KEDA scaler port (KEDA's `caCert` must trust it).
+    #[arg(long, env = "OTELSCALE_SCALER_TLS_CERT")]
+    pub scaler_tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the KEDA scaler port.
+    #[arg(long, env = "OTELSCALE_SCALER_TLS_KEY")]
+    pub scaler_tls_key: Option<PathBuf>,
+    /// PEM CA bundle: KEDA must present a certificate it signed (`tlsClientCert`, mTLS).
+    #[arg(long, env = "OTELSCALE_SCALER_TLS_CLIENT_CA")]
+    pub scaler_tls_client_ca: Option<PathBuf>,
+    /// How often certificate, key and CA files are checked for changes and reloaded.
+    #[arg(long, env = "OTELSCALE_TLS_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+    /// Most time a client may take for its TLS handshake.
+    #[arg(long, env = "OTELSCALE_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// Log line format on stderr: `text` or `json` (one object per line).
+    #[arg(long, env = "OTELSCALE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter: a level (`info`, `debug`, …) or `tracing` directives such as
+    /// `otelscale=debug,tower=warn`. `RUST_LOG` is used when this is not set.
+    #[arg(long, env = "OTELSCALE_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// OTLP/gRPC endpoint (e.g. `http://otel-collector:4317`) the server pushes its own metrics to.
+    #[arg(long, env = "OTELSCALE_SELF_OTLP_ENDPOINT")]
+    pub self_otlp_endpoint: Option<String>,
+    /// Time between two pushes of the server's own metrics.
+    #[arg(long, env = "OTELSCALE_SELF_OTLP_INTERVAL", default_value = "15s", value_parser = parse_duration)]
+    pub self_otlp_interval: Duration,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Certificate, key and optional client CA of one TLS listener (validated: both or none of
+/// certificate and key; a client CA only with them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// TLS of the three client-facing ports; `None` = plaintext.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsConfig {
+    pub otlp_grpc: Option<TlsFiles>,
+    pub otlp_http: Option<TlsFiles>,
+    pub scaler: Option<TlsFiles>,
+    pub reload_interval: Duration,
+    pub handshake_timeout: Duration,
+}
+
+/// `--self-otlp-*`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelfExportConfig {
+    pub endpoint: String,
+    pub interval: Duration,
+}
+
+fn tls_files(
+    port: &'static str,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    client_ca: &Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let flag = |suffix: &str| -> &'static str {
+        match (port, suffix) {
+            ("otlp-grpc", "cert") => "otlp-grpc-tls-cert",
+            ("otlp-grpc", "key") => "otlp-grpc-tls-key",
+            ("otlp-grpc", _) => "otlp-grpc-tls-client-ca",
+            ("otlp-http", "cert") => "otlp-http-tls-cert",
+            ("otlp-http", "key") => "otlp-http-tls-key",
+            ("otlp-http", _) => "otlp-http-tls-client-ca",
+            (_, "cert") => "scaler-tls-cert",
+            (_, "key") => "scaler-tls-key",
+            _ => "scaler-tls-client-ca",
+        }
+    };
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            Ok(Some(TlsFiles { cert: cert.clone(), key: key.clone(), client_ca: client_ca.clone() }))
+        }
+        (None, None) if client_ca.is_some() => Err(ConfigError {
+            flag: flag("client-ca"),
+            problem: format!("needs --{} and --{}", flag("cert"), flag("key")),
+        }),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError { flag: flag("cert"), problem: format!("needs --{}", flag("key")) }),
+        (None, Some(_)) => Err(ConfigError { flag: flag("key"), problem: format!("needs --{}", flag("cert")) }),
+    }
 }
 
 /// Most io_uring OTLP/HTTP worker threads (`--http-workers`).
@@ -143,6 +256,8 @@ pub struct Config {
     pub ingest_worker_count: usize,
     /// Snapshots: where, how often, how many kept. `None` = off.
     pub snapshot: Option<SnapshotConfig>,
+    pub tls: TlsConfig,
+    pub self_export: Option<SelfExportConfig>,
 }
 
 /// `--snapshot-*`, validated.
@@ -205,7 +320,51 @@ impl ServeArgs {
             }),
             None => None,
         };
+        for (flag, interval) in [
+            ("tls-reload-interval", self.tls_reload_interval),
+            ("tls-handshake-timeout", self.tls_handshake_timeout),
+            ("self-otlp-interval", self.self_otlp_interval),
+        ] {
+            if interval < Duration::from_millis(100) {
+                return Err(ConfigError { flag, problem: "must be at least 100ms".into() });
+            }
+        }
+        let tls = TlsConfig {
+            otlp_grpc: tls_files(
+                "otlp-grpc",
+                &self.otlp_grpc_tls_cert,
+                &self.otlp_grpc_tls_key,
+                &self.otlp_grpc_tls_client_ca,
+            )?,
+            otlp_http: tls_files(
+                "otlp-http",
+                &self.otlp_http_tls_cert,
+                &self.otlp_http_tls_key,
+                &self.otlp_http_tls_client_ca,
+            )?,
+            scaler: tls_files("scaler", &self.scaler_tls_cert, &self.scaler_tls_key, &self.scaler_tls_client_ca)?,
+            reload_interval: self.tls_reload_interval,
+            handshake_timeout: self.tls_handshake_timeout,
+        };
+        if tls.otlp_http.is_some() && self.io_uring == IoUringMode::On {
+            return Err(ConfigError {
+                flag: "io-uring",
+                problem: "`on` cannot serve OTLP/HTTP with TLS (the epoll back-end does); use `auto` or `off`".into(),
+            });
+        }
+        let self_export = match &self.self_otlp_endpoint {
+            Some(endpoint) if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) => {
+                return Err(ConfigError {
+                    flag: "self-otlp-endpoint",
+                    problem: format!("`{endpoint}` is not an http:// or https:// URL"),
+                })
+            }
+            Some(endpoint) => Some(SelfExportConfig { endpoint: endpoint.clone(), interval: self.self_otlp_interval }),
+            None => None,
+        };
         Ok(Config {
+            tls,
+            self_export,
             snapshot,
             otlp_grpc_addr: self.otlp_grpc_addr,
             otlp_http_addr: self.otlp_http_addr,

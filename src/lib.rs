@@ -13,6 +13,7 @@ pub mod config;
 pub mod ingest;
 pub mod query;
 pub mod scaler;
+pub mod self_export;
 pub mod server;
 pub mod snapshot;
 pub mod store;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use otelscale::config::ServeArgs;
+use otelscale::config::{LogFormat, ServeArgs};
 use otelscale::server::{self, Listeners};
 
 /// mimalloc: fewer cycles per allocation and less fragmentation under many small, short-lived
@@ -60,13 +60,32 @@ struct QueryArgs {
     admin_url: String,
 }
 
+/// Logs on stderr: `--log-level` (or `OTELSCALE_LOG_LEVEL`), else `RUST_LOG`, else `info`.
+fn init_logging(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(directives) => EnvFilter::try_new(directives)
+            .with_context(|| format!("--log-level `{directives}` is not a level or a list of directives"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    let logging = match &cli.command {
+        Command::Serve(args) => init_logging(args.log_format, args.log_level.as_deref()),
+        _ => init_logging(LogFormat::Text, None),
+    };
+    if let Err(err) = logging {
+        eprintln!("error: {err:#}");
+        return ExitCode::FAILURE;
+    }
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -176,6 +176,9 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
             }
         })
     };
+    let self_export = config.self_export.clone().map(|self_export| {
+        crate::self_export::spawn(self_export, Arc::clone(&telemetry), Arc::clone(&store), cancel.clone())
+    });
     ready.store(true, Ordering::Release);
 
     shutdown.await;
@@ -195,6 +198,9 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         }
     }
     let _ = retention.await;
+    if let Some(self_export) = self_export {
+        let _ = self_export.await;
+    }
     // The last step: listeners have stopped, so the final snapshot holds every acknowledged point.
     if let Some(snapshotter) = snapshotter {
         if let Ok(Some(written)) = tokio::task::spawn_blocking(move || snapshotter.finish()).await {
