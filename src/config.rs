@@ -442,6 +442,44 @@ mod tests {
         assert!(config.http_worker_count >= 1);
     }
 
+    fn parse(args: &[&str]) -> Result<Config, ConfigError> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let args = std::iter::once("otelscale").chain(args.iter().copied());
+        <Cli as clap::Parser>::parse_from(args).serve.validate()
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs_and_name_the_missing_one() {
+        let config =
+            parse(&["--scaler-tls-cert", "c.pem", "--scaler-tls-key", "k.pem", "--scaler-tls-client-ca", "ca.pem"])
+                .unwrap();
+        let scaler = config.tls.scaler.unwrap();
+        assert_eq!(scaler.client_ca, Some(PathBuf::from("ca.pem")));
+        assert!(config.tls.otlp_grpc.is_none() && config.tls.otlp_http.is_none());
+        let err = parse(&["--otlp-grpc-tls-cert", "c.pem"]).unwrap_err();
+        assert_eq!((err.flag, err.problem.as_str()), ("otlp-grpc-tls-cert", "needs --otlp-grpc-tls-key"));
+        let err = parse(&["--otlp-http-tls-key", "k.pem"]).unwrap_err();
+        assert_eq!(err.flag, "otlp-http-tls-key");
+        let err = parse(&["--scaler-tls-client-ca", "ca.pem"]).unwrap_err();
+        assert_eq!(err.flag, "scaler-tls-client-ca");
+        let err = parse(&["--otlp-http-tls-cert", "c", "--otlp-http-tls-key", "k", "--io-uring", "on"]).unwrap_err();
+        assert_eq!(err.flag, "io-uring");
+    }
+
+    #[test]
+    fn logging_and_self_export_flags() {
+        let config = parse(&["--self-otlp-endpoint", "http://collector:4317", "--self-otlp-interval", "2s"]).unwrap();
+        let export = config.self_export.unwrap();
+        assert_eq!((export.endpoint.as_str(), export.interval), ("http://collector:4317", Duration::from_secs(2)));
+        assert_eq!(parse(&["--self-otlp-endpoint", "collector:4317"]).unwrap_err().flag, "self-otlp-endpoint");
+        assert_eq!(parse(&["--tls-reload-interval", "1ms"]).unwrap_err().flag, "tls-reload-interval");
+        assert!(parse(&[]).unwrap().self_export.is_none());
+    }
+
     #[test]
     fn io_uring_mode_and_http_workers() {
         #[derive(clap::Parser)]

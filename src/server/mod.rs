@@ -23,6 +23,7 @@ use crate::scaler::service::QueryEngine;
 use crate::scaler::ScalerService;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
+use crate::tls::{self, ReloadingTls};
 use connection_limit::LimitedListener;
 
 /// The four listeners the server needs.
@@ -42,6 +43,50 @@ pub enum ServerError {
     Serve { purpose: &'static str, message: String },
     #[error("cannot start the snapshot writer: {0}")]
     Snapshot(std::io::Error),
+    #[error("TLS for {port}: {source}")]
+    Tls { port: &'static str, source: Box<crate::tls::TlsError> },
+}
+
+/// The TLS configuration of each port that has one.
+struct PortTls {
+    otlp_grpc: Option<Arc<ReloadingTls>>,
+    otlp_http: Option<Arc<ReloadingTls>>,
+    scaler: Option<Arc<ReloadingTls>>,
+}
+
+impl PortTls {
+    fn load(config: &Config, cancel: &CancellationToken) -> Result<PortTls, ServerError> {
+        let load = |port: &'static str, files: &Option<crate::config::TlsFiles>, alpn| {
+            let Some(files) = files else { return Ok(None) };
+            let tls = ReloadingTls::load(port, files.clone(), alpn)
+                .map_err(|source| ServerError::Tls { port, source: Box::new(source) })?;
+            tls.watch(config.tls.reload_interval, cancel.clone());
+            Ok(Some(tls))
+        };
+        Ok(PortTls {
+            otlp_grpc: load("OTLP/gRPC", &config.tls.otlp_grpc, tls::ALPN_GRPC)?,
+            otlp_http: load("OTLP/HTTP", &config.tls.otlp_http, tls::ALPN_HTTP1)?,
+            scaler: load("KEDA scaler", &config.tls.scaler, tls::ALPN_GRPC)?,
+        })
+    }
+}
+
+/// Serves a tonic router on plaintext or TLS connections.
+async fn serve_grpc(
+    router: tonic::transport::server::Router,
+    listener: LimitedListener,
+    tls: Option<Arc<ReloadingTls>>,
+    handshake_timeout: Duration,
+    cancel: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let plain = listener.into_stream();
+    match tls {
+        None => router.serve_with_incoming_shutdown(plain, cancel.cancelled_owned()).await,
+        Some(tls) => {
+            let incoming = tls::incoming(plain, tls, handshake_timeout, cancel.clone());
+            router.serve_with_incoming_shutdown(incoming, cancel.cancelled_owned()).await
+        }
+    }
 }
 
 impl Listeners {
@@ -83,6 +128,8 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         ready: Arc::clone(&ready),
     };
     let connections_max = config.connections_max;
+    // Certificates first: a bad file stops start-up before anything else happens.
+    let port_tls = PortTls::load(&config, &cancel).inspect_err(|_| cancel.cancel())?;
     // Before any listener serves: a restored store is complete before the first request.
     if let Some(snapshot) = &config.snapshot {
         restore_snapshot(&store, &telemetry, &snapshot.dir).await;
@@ -105,32 +152,27 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         "otelscale serving"
     );
 
+    let handshake_timeout = config.tls.handshake_timeout;
     let otlp_grpc = {
-        let incoming = LimitedListener::new(listeners.otlp_grpc, connections_max).into_stream();
-        let service = OtlpGrpcService::new(Arc::clone(&ingestor));
-        let cancel = cancel.clone();
+        let listener = LimitedListener::new(listeners.otlp_grpc, connections_max);
+        let router = tonic::transport::Server::builder().add_service(OtlpGrpcService::new(Arc::clone(&ingestor)));
+        let served = serve_grpc(router, listener, port_tls.otlp_grpc, handshake_timeout, cancel.clone());
         tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
-                .await
-                .map_err(|err| ServerError::Serve { purpose: "OTLP/gRPC", message: err.to_string() })
+            served.await.map_err(|err| ServerError::Serve { purpose: "OTLP/gRPC", message: err.to_string() })
         })
     };
     let scaler_server = {
-        let incoming = LimitedListener::new(listeners.scaler, connections_max).into_stream();
-        let cancel = cancel.clone();
+        let listener = LimitedListener::new(listeners.scaler, connections_max);
+        let router = tonic::transport::Server::builder().add_service(ExternalScalerServer::new(scaler));
+        let served = serve_grpc(router, listener, port_tls.scaler, handshake_timeout, cancel.clone());
         tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(ExternalScalerServer::new(scaler))
-                .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
-                .await
-                .map_err(|err| ServerError::Serve { purpose: "KEDA external scaler", message: err.to_string() })
+            served.await.map_err(|err| ServerError::Serve { purpose: "KEDA external scaler", message: err.to_string() })
         })
     };
     let otlp_http = {
         // io_uring or epoll per --io-uring; --max-connections is applied across its workers.
-        let options = ingest::http1::ServeOptions::from_config(&config);
+        let mut options = ingest::http1::ServeOptions::from_config(&config);
+        options.tls = port_tls.otlp_http;
         let running =
             match ingest::http1::serve(listeners.otlp_http, options, Arc::clone(&ingestor), cancel.clone()).await {
                 Ok(running) => running,

@@ -10,3 +10,4 @@ mod ingest_http1;
 mod ingest_paths;
 mod scaler;
 mod snapshot;
+mod tls;

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -28,13 +28,21 @@ pub(super) fn start(
     let gate = AcceptGate::new(options.connections_max, 1);
     let connection_cancel = cancel.clone();
     let finished = tokio::spawn(async move {
+        let (tls, handshake_timeout) = (options.tls, options.tls_handshake_timeout);
         accept_connections(listener, gate, 0, cancel, move |connections, stream, peer, slot| {
             let ingestor = Arc::clone(&ingestor);
             let cancel = connection_cancel.clone();
+            let tls = tls.clone();
             connections.spawn(async move {
                 let _slot = slot;
-                let mut io = EpollIo { stream };
-                driver::drive(&mut io, peer, &ingestor, limits, &cancel).await;
+                match tls {
+                    None => driver::drive(&mut EpollIo { stream }, peer, &ingestor, limits, &cancel).await,
+                    Some(tls) => {
+                        if let Some(stream) = tls.accept(stream, handshake_timeout).await {
+                            driver::drive(&mut EpollIo { stream }, peer, &ingestor, limits, &cancel).await;
+                        }
+                    }
+                }
             });
         })
         .await;
@@ -44,11 +52,12 @@ pub(super) fn start(
     RunningServer { backend: Backend::Epoll, finished }
 }
 
-struct EpollIo {
-    stream: TcpStream,
+/// A connection of the epoll back-end: a TCP stream, or a TLS stream over one.
+struct EpollIo<S> {
+    stream: S,
 }
 
-impl ConnectionIo for EpollIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> ConnectionIo for EpollIo<S> {
     async fn read(&mut self, mut buffer: BytesMut, interrupt: Interrupt<'_>) -> (ReadOutcome, BytesMut) {
         let outcome = tokio::select! {
             biased;

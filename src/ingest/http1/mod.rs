@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, IoUringMode};
 use crate::ingest::Ingestor;
+use crate::tls::ReloadingTls;
 use connection::Limits;
 
 /// How long a connection may stay silent in the middle of a request before it is closed.
@@ -51,13 +52,16 @@ const OUTPUT_FLUSH_BYTES: usize = 64 * 1024;
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
 /// What [`serve`] needs from the [`Config`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct ServeOptions {
     pub io_uring: IoUringMode,
     /// io_uring worker threads.
     pub worker_count: usize,
     /// Most open connections across all workers.
     pub connections_max: usize,
+    /// TLS, served by the epoll back-end (rustls has no io_uring driver here).
+    pub tls: Option<Arc<ReloadingTls>>,
+    pub tls_handshake_timeout: Duration,
 }
 
 impl ServeOptions {
@@ -66,6 +70,8 @@ impl ServeOptions {
             io_uring: config.io_uring,
             worker_count: config.http_worker_count,
             connections_max: config.connections_max,
+            tls: None,
+            tls_handshake_timeout: config.tls.handshake_timeout,
         }
     }
 }
@@ -123,9 +129,13 @@ pub async fn serve(
     let limits = Limits::new(ingestor.request_bytes_max());
     let listener = match options.io_uring {
         IoUringMode::Off => listener,
+        IoUringMode::Auto if options.tls.is_some() => {
+            tracing::info!("OTLP/HTTP with TLS is served by the epoll back-end");
+            listener
+        }
         mode @ (IoUringMode::On | IoUringMode::Auto) => {
             let std_listener = listener.into_std().map_err(ServeError::Listener)?;
-            match start_io_uring(&std_listener, options, limits, &ingestor, &cancel).await {
+            match start_io_uring(&std_listener, options.clone(), limits, &ingestor, &cancel).await {
                 Ok(running) => return Ok(running),
                 Err(reason) if mode == IoUringMode::Auto => {
                     tracing::warn!(reason = %reason, "io_uring is unavailable: OTLP/HTTP is served with epoll");
