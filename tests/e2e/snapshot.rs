@@ -198,3 +198,68 @@ async fn snapshot_inspect_reports_contents_and_validity() {
     assert!(!output.status.success());
     assert!(text.contains("valid: no (section"), "{text}");
 }
+
+/// A free port on 127.0.0.1 (bound, then released for the child process to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn kill_9_at_any_moment_leaves_a_loadable_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let templates = otelscale_loadgen::shapes::dcgm_templates(20_000, 1_000, 7).unwrap();
+    let http = reqwest::Client::new();
+    for round in 0..6u64 {
+        let (grpc, otlp_http, scaler, admin) = (free_port(), free_port(), free_port(), free_port());
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_otelscale"))
+            .args(["serve", "--snapshot-interval", "100ms", "--io-uring", "off", "--log-level", "warn"])
+            .arg("--snapshot-dir")
+            .arg(dir.path())
+            .args([
+                "--otlp-grpc-addr",
+                &format!("127.0.0.1:{grpc}"),
+                "--otlp-http-addr",
+                &format!("127.0.0.1:{otlp_http}"),
+            ])
+            .args(["--scaler-addr", &format!("127.0.0.1:{scaler}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
+            .spawn()
+            .unwrap();
+        let ready = async {
+            for _ in 0..500 {
+                if let Ok(response) = http.get(format!("http://127.0.0.1:{admin}/readyz")).send().await {
+                    if response.status().is_success() {
+                        return true;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        };
+        assert!(ready.await, "round {round}: the server did not become ready");
+        // Every round restores the previous round's data and adds newer samples.
+        for template in &templates {
+            let mut template = template.clone();
+            template.restamp(now_unix_nano(), round as f64);
+            let response = http
+                .post(format!("http://127.0.0.1:{otlp_http}/v1/metrics"))
+                .header("content-type", "application/x-protobuf")
+                .body(template.bytes().to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success());
+        }
+        // Killed at a different point of the snapshot cycle each round.
+        tokio::time::sleep(Duration::from_millis(150 + round * 37)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let inspect = std::process::Command::new(env!("CARGO_BIN_EXE_otelscale"))
+            .args(["snapshot", "inspect"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&inspect.stdout);
+        assert!(inspect.status.success(), "round {round}: the newest snapshot does not validate:\n{report}");
+        assert!(report.contains("series: 20000"), "round {round}:\n{report}");
+    }
+}
