@@ -1,11 +1,13 @@
-//! The server's own metrics, rendered in the Prometheus text format on the admin port.
+//! The server's own metrics: recorded here, listed once as [`MetricFamily`] values, and rendered
+//! from that list in the Prometheus text format on the admin port (`/metrics`) and as OTLP by
+//! [`crate::self_export`].
 //!
 //! Counters are plain atomics indexed by small enums (no label strings on the hot path);
 //! they are incremented once per request or batch, never per point.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::ingest::{ExportOutcome, RejectReason, Transport};
 use crate::store::Store;
@@ -110,6 +112,19 @@ pub struct Telemetry {
     stream_messages_sent: AtomicU64,
     series_expired: AtomicU64,
     snapshots: SnapshotTelemetry,
+    self_exports: AtomicU64,
+    self_export_failures: AtomicU64,
+    started_at: StartTime,
+}
+
+/// When the counters of a [`Telemetry`] started from zero: its creation.
+#[derive(Debug)]
+struct StartTime(SystemTime);
+
+impl Default for StartTime {
+    fn default() -> Self {
+        StartTime(SystemTime::now())
+    }
 }
 
 /// What the snapshot writer and the restore at start-up report.
@@ -191,104 +206,466 @@ impl Telemetry {
         self.points_rejected[reason as usize].load(Ordering::Relaxed)
     }
 
+    /// One push of `--self-otlp-endpoint` ended.
+    pub fn record_self_export(&self, succeeded: bool) {
+        let counter = if succeeded { &self.self_exports } else { &self.self_export_failures };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// When the counters started from zero (the start time of every cumulative OTLP point).
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at.0
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render_prometheus(&self, store: &Store) -> String {
-        let mut out = String::with_capacity(4096);
+        prometheus_text(&self.metric_families(store))
+    }
+
+    /// Every metric with its current values, in `/metrics` order: the one list both the
+    /// Prometheus text and the OTLP self-export are made from.
+    pub fn metric_families(&self, store: &Store) -> Vec<MetricFamily> {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let seconds = |nanos: &AtomicU64| GaugeValue::Float(load(nanos) as f64 / 1e9);
+        let mut families = Vec::with_capacity(32);
 
-        header(&mut out, "otelscale_points_received_total", "counter", "Points received over OTLP, accepted or not.");
-        for transport in Transport::ALL {
-            let n = load(&self.points_received[transport as usize]);
-            let _ = writeln!(out, "otelscale_points_received_total{{transport=\"{}\"}} {n}", transport.as_str());
-        }
-        header(&mut out, "otelscale_points_rejected_total", "counter", "Points not stored, by reason.");
-        for reason in RejectReason::ALL {
-            let n = load(&self.points_rejected[reason as usize]);
-            let _ = writeln!(out, "otelscale_points_rejected_total{{reason=\"{}\"}} {n}", reason.as_str());
-        }
-        header(&mut out, "otelscale_requests_total", "counter", "OTLP export requests, by transport and outcome.");
-        for transport in Transport::ALL {
-            for outcome in RequestOutcome::ALL {
-                let n = load(&self.requests[transport as usize][outcome as usize]);
-                let _ = writeln!(
-                    out,
-                    "otelscale_requests_total{{transport=\"{}\",outcome=\"{}\"}} {n}",
-                    transport.as_str(),
-                    outcome.as_str()
-                );
-            }
-        }
-        header(
-            &mut out,
+        families.push(MetricFamily::counter(
+            "otelscale_points_received_total",
+            "Points received over OTLP, accepted or not.",
+            Transport::ALL
+                .iter()
+                .map(|&transport| {
+                    Point::new(vec![("transport", transport.as_str())], load(&self.points_received[transport as usize]))
+                })
+                .collect(),
+        ));
+        families.push(MetricFamily::counter(
+            "otelscale_points_rejected_total",
+            "Points not stored, by reason.",
+            RejectReason::ALL
+                .iter()
+                .map(|&reason| Point::new(vec![("reason", reason.as_str())], self.points_rejected(reason)))
+                .collect(),
+        ));
+        families.push(MetricFamily::counter(
+            "otelscale_requests_total",
+            "OTLP export requests, by transport and outcome.",
+            Transport::ALL
+                .iter()
+                .flat_map(|&transport| {
+                    RequestOutcome::ALL.iter().map(move |&outcome| {
+                        let labels = vec![("transport", transport.as_str()), ("outcome", outcome.as_str())];
+                        Point::new(labels, load(&self.requests[transport as usize][outcome as usize]))
+                    })
+                })
+                .collect(),
+        ));
+        families.push(MetricFamily::counter(
             "otelscale_scaler_requests_total",
-            "counter",
             "KEDA external scaler calls, by method and outcome.",
-        );
-        for method in ScalerMethod::ALL {
-            for (outcome, counters) in [("ok", &self.scaler_calls_ok), ("error", &self.scaler_calls_failed)] {
-                let n = load(&counters[method as usize]);
-                let _ = writeln!(
-                    out,
-                    "otelscale_scaler_requests_total{{method=\"{}\",outcome=\"{outcome}\"}} {n}",
-                    method.as_str()
-                );
-            }
-        }
-        header(&mut out, "otelscale_query_duration_seconds", "histogram", "Time to evaluate one metricQuery.");
-        let mut cumulative = 0;
-        for (bound, bucket) in QUERY_DURATION_BUCKETS_S.iter().zip(&self.query_duration.bucket_counts) {
-            cumulative += load(bucket);
-            let _ = writeln!(out, "otelscale_query_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        let count = load(&self.query_duration.count);
-        let _ = writeln!(out, "otelscale_query_duration_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let sum_s = load(&self.query_duration.sum_ns) as f64 / 1e9;
-        let _ = writeln!(out, "otelscale_query_duration_seconds_sum {sum_s}");
-        let _ = writeln!(out, "otelscale_query_duration_seconds_count {count}");
+            ScalerMethod::ALL
+                .iter()
+                .flat_map(|&method| {
+                    [("ok", &self.scaler_calls_ok), ("error", &self.scaler_calls_failed)].into_iter().map(
+                        move |(outcome, counters)| {
+                            let labels = vec![("method", method.as_str()), ("outcome", outcome)];
+                            Point::new(labels, load(&counters[method as usize]))
+                        },
+                    )
+                })
+                .collect(),
+        ));
+        let query_duration = &self.query_duration;
+        families.push(MetricFamily {
+            name: "otelscale_query_duration_seconds",
+            help: "Time to evaluate one metricQuery.",
+            data: MetricData::Histogram(vec![Point::new(
+                Vec::new(),
+                Histogram::from_finite_buckets(
+                    &QUERY_DURATION_BUCKETS_S,
+                    query_duration.bucket_counts.iter().map(load),
+                    load(&query_duration.count),
+                    load(&query_duration.sum_ns) as f64 / 1e9,
+                ),
+            )]),
+        });
 
-        header(&mut out, "otelscale_streams_open", "gauge", "Open StreamIsActive streams.");
-        let _ = writeln!(out, "otelscale_streams_open {}", self.streams_open());
-        header(&mut out, "otelscale_stream_messages_sent_total", "counter", "IsActive messages sent on streams.");
-        let _ = writeln!(out, "otelscale_stream_messages_sent_total {}", load(&self.stream_messages_sent));
-        header(&mut out, "otelscale_series", "gauge", "Series held in memory.");
-        let _ = writeln!(out, "otelscale_series {}", store.series_count());
-        header(&mut out, "otelscale_series_expired_total", "counter", "Series removed by retention.");
-        let _ = writeln!(out, "otelscale_series_expired_total {}", load(&self.series_expired));
-        header(&mut out, "otelscale_store_heap_bytes", "gauge", "Estimated heap bytes held by the store.");
-        let _ = writeln!(out, "otelscale_store_heap_bytes {}", store.heap_bytes());
+        families.push(MetricFamily::gauge(
+            "otelscale_streams_open",
+            "Open StreamIsActive streams.",
+            GaugeValue::Int(self.streams_open()),
+        ));
+        families.push(MetricFamily::counter_value(
+            "otelscale_stream_messages_sent_total",
+            "IsActive messages sent on streams.",
+            load(&self.stream_messages_sent),
+        ));
+        families.push(MetricFamily::gauge(
+            "otelscale_series",
+            "Series held in memory.",
+            GaugeValue::from_count(store.series_count() as u64),
+        ));
+        families.push(MetricFamily::counter_value(
+            "otelscale_series_expired_total",
+            "Series removed by retention.",
+            load(&self.series_expired),
+        ));
+        families.push(MetricFamily::gauge(
+            "otelscale_store_heap_bytes",
+            "Estimated heap bytes held by the store.",
+            GaugeValue::from_count(store.heap_bytes() as u64),
+        ));
 
         let snapshots = &self.snapshots;
-        header(&mut out, "otelscale_snapshots_written_total", "counter", "Snapshots written completely.");
-        let _ = writeln!(out, "otelscale_snapshots_written_total {}", load(&snapshots.written));
-        header(&mut out, "otelscale_snapshot_failures_total", "counter", "Snapshot writes that failed.");
-        let _ = writeln!(out, "otelscale_snapshot_failures_total {}", load(&snapshots.failures));
-        header(&mut out, "otelscale_snapshot_duration_seconds", "gauge", "Time the last successful snapshot took.");
-        let _ = writeln!(out, "otelscale_snapshot_duration_seconds {}", load(&snapshots.last_duration_ns) as f64 / 1e9);
-        header(&mut out, "otelscale_snapshot_bytes", "gauge", "Size of the last successful snapshot file.");
-        let _ = writeln!(out, "otelscale_snapshot_bytes {}", load(&snapshots.last_bytes));
-        header(
-            &mut out,
+        families.push(MetricFamily::counter_value(
+            "otelscale_snapshots_written_total",
+            "Snapshots written completely.",
+            load(&snapshots.written),
+        ));
+        families.push(MetricFamily::counter_value(
+            "otelscale_snapshot_failures_total",
+            "Snapshot writes that failed.",
+            load(&snapshots.failures),
+        ));
+        families.push(MetricFamily::gauge(
+            "otelscale_snapshot_duration_seconds",
+            "Time the last successful snapshot took.",
+            seconds(&snapshots.last_duration_ns),
+        ));
+        families.push(MetricFamily::gauge(
+            "otelscale_snapshot_bytes",
+            "Size of the last successful snapshot file.",
+            GaugeValue::from_count(load(&snapshots.last_bytes)),
+        ));
+        families.push(MetricFamily::gauge(
             "otelscale_snapshot_last_success_timestamp_seconds",
-            "gauge",
             "Unix time of the last successful snapshot (0: none yet).",
-        );
-        let last_success_s = snapshots.last_success_unix_ms.load(Ordering::Relaxed) as f64 / 1e3;
-        let _ = writeln!(out, "otelscale_snapshot_last_success_timestamp_seconds {last_success_s}");
-        header(
-            &mut out,
+            GaugeValue::Float(snapshots.last_success_unix_ms.load(Ordering::Relaxed) as f64 / 1e3),
+        ));
+        families.push(MetricFamily::gauge(
             "otelscale_snapshot_restore_duration_seconds",
-            "gauge",
             "Time the start-up restore took (0: nothing restored).",
-        );
-        let restore_s = load(&snapshots.restore_duration_ns) as f64 / 1e9;
-        let _ = writeln!(out, "otelscale_snapshot_restore_duration_seconds {restore_s}");
-        header(&mut out, "otelscale_snapshot_restored_series", "gauge", "Series restored from a snapshot at start-up.");
-        let _ = writeln!(out, "otelscale_snapshot_restored_series {}", load(&snapshots.restored_series));
-        out
+            seconds(&snapshots.restore_duration_ns),
+        ));
+        families.push(MetricFamily::gauge(
+            "otelscale_snapshot_restored_series",
+            "Series restored from a snapshot at start-up.",
+            GaugeValue::from_count(load(&snapshots.restored_series)),
+        ));
+
+        families.push(MetricFamily::counter_value(
+            "otelscale_self_exports_total",
+            "Pushes of these metrics to --self-otlp-endpoint that succeeded.",
+            load(&self.self_exports),
+        ));
+        families.push(MetricFamily::counter_value(
+            "otelscale_self_export_failures_total",
+            "Pushes of these metrics to --self-otlp-endpoint that failed.",
+            load(&self.self_export_failures),
+        ));
+        families
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// A label of a point: a name and a value from a small enum, never from client data.
+pub type Label = (&'static str, &'static str);
+
+/// One metric: its name, help text and points, all of one kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricFamily {
+    /// The Prometheus name, `otelscale_<what>_<unit>[_total]`; OTLP uses it unchanged.
+    pub name: &'static str,
+    pub help: &'static str,
+    pub data: MetricData,
+}
+
+/// The points of a metric, by kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricData {
+    /// Monotonic, cumulative since [`Telemetry::started_at`].
+    Counter(Vec<Point<u64>>),
+    Gauge(Vec<Point<GaugeValue>>),
+    /// Cumulative since [`Telemetry::started_at`].
+    Histogram(Vec<Point<Histogram>>),
+}
+
+/// One labeled value of a metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point<V> {
+    pub labels: Vec<Label>,
+    pub value: V,
+}
+
+impl<V> Point<V> {
+    pub fn new(labels: Vec<Label>, value: V) -> Self {
+        Point { labels, value }
+    }
+}
+
+/// A gauge's value: whole numbers stay integers (OTLP `as_int`), the rest are floats.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GaugeValue {
+    Int(i64),
+    Float(f64),
+}
+
+impl GaugeValue {
+    fn from_count(count: u64) -> Self {
+        GaugeValue::Int(i64::try_from(count).unwrap_or(i64::MAX))
+    }
+}
+
+impl std::fmt::Display for GaugeValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GaugeValue::Int(value) => write!(f, "{value}"),
+            GaugeValue::Float(value) => write!(f, "{value}"),
+        }
+    }
+}
+
+/// A histogram with explicit bounds, as counts per bucket (not cumulative, as OTLP has them):
+/// `bucket_counts[i]` counts observations `x` with `bounds[i - 1] < x <= bounds[i]`, and the
+/// last entry, `bucket_counts[bounds.len()]`, those above the last bound.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    pub bounds: &'static [f64],
+    pub bucket_counts: Vec<u64>,
+    pub sum: f64,
+}
+
+impl Histogram {
+    /// From the counts of the finite buckets and the total count; the overflow bucket is the
+    /// difference (never negative, so the count always equals the sum of the buckets even when
+    /// the atomics were read mid-update).
+    fn from_finite_buckets(
+        bounds: &'static [f64],
+        finite_bucket_counts: impl Iterator<Item = u64>,
+        count: u64,
+        sum: f64,
+    ) -> Self {
+        let mut bucket_counts: Vec<u64> = finite_bucket_counts.collect();
+        assert_eq!(bucket_counts.len(), bounds.len(), "one count per finite bound");
+        let finite_total: u64 = bucket_counts.iter().sum();
+        bucket_counts.push(count.saturating_sub(finite_total));
+        Histogram { bounds, bucket_counts, sum }
+    }
+
+    /// Observations in all buckets.
+    pub fn count(&self) -> u64 {
+        self.bucket_counts.iter().sum()
+    }
+
+    fn assert_shape(&self) {
+        assert_eq!(self.bucket_counts.len(), self.bounds.len() + 1, "one bucket per bound plus the overflow bucket");
+    }
+}
+
+impl MetricFamily {
+    fn counter(name: &'static str, help: &'static str, points: Vec<Point<u64>>) -> Self {
+        MetricFamily { name, help, data: MetricData::Counter(points) }
+    }
+
+    /// A counter without labels.
+    fn counter_value(name: &'static str, help: &'static str, value: u64) -> Self {
+        Self::counter(name, help, vec![Point::new(Vec::new(), value)])
+    }
+
+    /// A gauge without labels.
+    fn gauge(name: &'static str, help: &'static str, value: GaugeValue) -> Self {
+        MetricFamily { name, help, data: MetricData::Gauge(vec![Point::new(Vec::new(), value)]) }
+    }
+}
+
+/// The Prometheus text exposition (format 0.0.4) of `families`; histograms get cumulative
+/// `_bucket{le}` lines, `_sum` and `_count`.
+pub fn prometheus_text(families: &[MetricFamily]) -> String {
+    let mut out = String::with_capacity(4096);
+    for family in families {
+        let name = family.name;
+        let kind = match &family.data {
+            MetricData::Counter(_) => "counter",
+            MetricData::Gauge(_) => "gauge",
+            MetricData::Histogram(_) => "histogram",
+        };
+        let _ = writeln!(out, "# HELP {name} {}", family.help);
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        match &family.data {
+            MetricData::Counter(points) => {
+                for point in points {
+                    write_sample(&mut out, name, "", &point.labels, None, point.value);
+                }
+            }
+            MetricData::Gauge(points) => {
+                for point in points {
+                    write_sample(&mut out, name, "", &point.labels, None, point.value);
+                }
+            }
+            MetricData::Histogram(points) => {
+                for point in points {
+                    let histogram = &point.value;
+                    histogram.assert_shape();
+                    let mut cumulative = 0u64;
+                    for (&bound, &bucket_count) in histogram.bounds.iter().zip(&histogram.bucket_counts) {
+                        cumulative += bucket_count;
+                        write_sample(&mut out, name, "_bucket", &point.labels, Some(bound), cumulative);
+                    }
+                    let count = histogram.count();
+                    write_sample(&mut out, name, "_bucket", &point.labels, Some(f64::INFINITY), count);
+                    write_sample(&mut out, name, "_sum", &point.labels, None, histogram.sum);
+                    write_sample(&mut out, name, "_count", &point.labels, None, count);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One line: `name{labels,le="bound"} value`, without braces when there is no label.
+fn write_sample(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    labels: &[Label],
+    le: Option<f64>,
+    value: impl std::fmt::Display,
+) {
+    out.push_str(name);
+    out.push_str(suffix);
+    if !labels.is_empty() || le.is_some() {
+        out.push('{');
+        for (label_idx, (label_name, label_value)) in labels.iter().enumerate() {
+            debug_assert!(!label_value.contains(['"', '\\', '\n']), "label values are fixed strings");
+            if label_idx > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{label_name}=\"{label_value}\"");
+        }
+        if let Some(bound) = le {
+            if !labels.is_empty() {
+                out.push(',');
+            }
+            if bound == f64::INFINITY {
+                out.push_str("le=\"+Inf\"");
+            } else {
+                let _ = write!(out, "le=\"{bound}\"");
+            }
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::ingest::Rejections;
+    use crate::store::StoreConfig;
+
+    fn empty_store() -> Store {
+        Store::new(StoreConfig { shard_count: 1, series_count_max: 10, retention_ms: 60_000 })
+    }
+
+    /// A telemetry with something in every kind of metric.
+    pub(crate) fn busy_telemetry() -> Telemetry {
+        let telemetry = Telemetry::default();
+        let mut rejections = Rejections::default();
+        rejections.add(RejectReason::NanValue, 2);
+        telemetry.record_export(Transport::Grpc, &ExportOutcome { accepted_points: 5, rejections });
+        telemetry.record_request(Transport::Http, RequestOutcome::TooLarge);
+        telemetry.record_scaler_call(ScalerMethod::GetMetrics, true);
+        telemetry.record_scaler_call(ScalerMethod::IsActive, false);
+        for micros in [10, 70, 300, 2_000, 40_000, 900_000, 3_000_000] {
+            telemetry.record_query_duration(Duration::from_micros(micros));
+        }
+        telemetry.stream_opened();
+        telemetry.stream_opened();
+        telemetry.stream_closed();
+        telemetry.snapshot_written(Duration::from_millis(1234), 98_765, 1_700_000_000_123);
+        telemetry.snapshot_restored(Duration::from_micros(456), 77);
+        telemetry.record_self_export(true);
+        telemetry.record_self_export(false);
+        telemetry.record_self_export(false);
+        telemetry
+    }
+
+    #[test]
+    fn prometheus_text_has_labels_cumulative_buckets_and_exact_values() {
+        let text = busy_telemetry().render_prometheus(&empty_store());
+        for line in [
+            "# HELP otelscale_points_received_total Points received over OTLP, accepted or not.",
+            "# TYPE otelscale_points_received_total counter",
+            "otelscale_points_received_total{transport=\"grpc\"} 7",
+            "otelscale_points_received_total{transport=\"http\"} 0",
+            "otelscale_points_rejected_total{reason=\"nan_value\"} 2",
+            "otelscale_requests_total{transport=\"grpc\",outcome=\"partial_success\"} 1",
+            "otelscale_requests_total{transport=\"http\",outcome=\"too_large\"} 1",
+            "otelscale_scaler_requests_total{method=\"IsActive\",outcome=\"error\"} 1",
+            "otelscale_scaler_requests_total{method=\"GetMetrics\",outcome=\"ok\"} 1",
+            "# TYPE otelscale_query_duration_seconds histogram",
+            "otelscale_query_duration_seconds_bucket{le=\"0.00005\"} 1",
+            "otelscale_query_duration_seconds_bucket{le=\"0.0001\"} 2",
+            "otelscale_query_duration_seconds_bucket{le=\"0.0005\"} 3",
+            "otelscale_query_duration_seconds_bucket{le=\"0.0025\"} 4",
+            "otelscale_query_duration_seconds_bucket{le=\"0.05\"} 5",
+            "otelscale_query_duration_seconds_bucket{le=\"0.5\"} 5",
+            "otelscale_query_duration_seconds_bucket{le=\"+Inf\"} 7",
+            "otelscale_query_duration_seconds_sum 3.94238",
+            "otelscale_query_duration_seconds_count 7",
+            "# TYPE otelscale_streams_open gauge",
+            "otelscale_streams_open 1",
+            "otelscale_series 0",
+            "otelscale_snapshot_duration_seconds 1.234",
+            "otelscale_snapshot_bytes 98765",
+            "otelscale_snapshot_last_success_timestamp_seconds 1700000000.123",
+            "otelscale_snapshot_restore_duration_seconds 0.000456",
+            "otelscale_snapshot_restored_series 77",
+            "otelscale_self_exports_total 1",
+            "otelscale_self_export_failures_total 2",
+        ] {
+            assert!(text.lines().any(|text_line| text_line == line), "`{line}` missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_family_is_named_by_the_convention_and_once() {
+        let families = busy_telemetry().metric_families(&empty_store());
+        let mut names: Vec<&str> = families.iter().map(|family| family.name).collect();
+        for family in &families {
+            assert!(family.name.starts_with("otelscale_"), "{}", family.name);
+            let is_counter = matches!(family.data, MetricData::Counter(_));
+            assert_eq!(family.name.ends_with("_total"), is_counter, "{}", family.name);
+            assert!(!family.help.is_empty());
+        }
+        names.sort_unstable();
+        let n_names = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n_names, "a metric name appears twice");
+    }
+
+    #[test]
+    fn histogram_buckets_are_per_bucket_with_an_overflow_bucket() {
+        const BOUNDS: [f64; 3] = [1.0, 2.0, 5.0];
+        let histogram = Histogram::from_finite_buckets(&BOUNDS, [3, 0, 2].into_iter(), 9, 20.5);
+        assert_eq!(histogram.bucket_counts, [3, 0, 2, 4]);
+        assert_eq!(histogram.count(), 9);
+        // Read mid-update (a bucket incremented, the count not yet): never a negative overflow.
+        let torn = Histogram::from_finite_buckets(&BOUNDS, [3, 1, 2].into_iter(), 5, 1.0);
+        assert_eq!(torn.bucket_counts, [3, 1, 2, 0]);
+        assert_eq!(torn.count(), 6);
+
+        let families = [MetricFamily {
+            name: "h_seconds",
+            help: "h.",
+            data: MetricData::Histogram(vec![Point::new(vec![("method", "GetMetrics")], histogram)]),
+        }];
+        let expected = "# HELP h_seconds h.\n# TYPE h_seconds histogram\n\
+            h_seconds_bucket{method=\"GetMetrics\",le=\"1\"} 3\n\
+            h_seconds_bucket{method=\"GetMetrics\",le=\"2\"} 3\n\
+            h_seconds_bucket{method=\"GetMetrics\",le=\"5\"} 5\n\
+            h_seconds_bucket{method=\"GetMetrics\",le=\"+Inf\"} 9\n\
+            h_seconds_sum{method=\"GetMetrics\"} 20.5\n\
+            h_seconds_count{method=\"GetMetrics\"} 9\n";
+        assert_eq!(prometheus_text(&families), expected);
+    }
 }

@@ -9,5 +9,6 @@ mod ingest_errors;
 mod ingest_http1;
 mod ingest_paths;
 mod scaler;
+mod self_export;
 mod snapshot;
 mod tls;
