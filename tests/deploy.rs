@@ -33,6 +33,9 @@ const ADDRESS_FLAGS: [(&str, &str); 4] = [
 /// The Service address the examples point at: release `otelscale` in namespace `otelscale`.
 const SERVICE_HOST: &str = "otelscale.otelscale.svc";
 
+/// The ports that can serve TLS, as named in the chart's `tls` values and in `--<port>-tls-*`.
+const TLS_PORTS: [&str; 3] = ["otlp-grpc", "otlp-http", "scaler"];
+
 fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -123,14 +126,37 @@ fn scalar_text(value: &Value) -> Option<String> {
     }
 }
 
+/// Where the chart mounts the TLS Secret of `port`.
+fn tls_mount_dir(values: &Value, port: &str) -> String {
+    let mount_path = values["tls"]["mountPath"].as_str().expect("values tls.mountPath");
+    format!("{}/{port}", mount_path.trim_end_matches('/'))
+}
+
 /// The arguments the chart's `otelscale.args` template makes of `values`: one per set key of
 /// `config` in key order (`--key=value`, a true switch as `--key`), `--snapshot-dir` for the
-/// snapshot volume unless config names a directory, then `extraArgs`.
+/// snapshot volume unless config names a directory, the TLS file flags of each port in `tls`
+/// that config leaves unset, then `extraArgs`.
 fn expected_args(values: &Value) -> Vec<String> {
     let mut config = chart_config(values);
     let snapshot_dir_set = config.get("snapshot-dir").and_then(scalar_text).is_some();
     if values["snapshots"]["enabled"].as_bool() == Some(true) && !snapshot_dir_set {
         config.insert("snapshot-dir".to_owned(), values["snapshots"]["mountPath"].clone());
+    }
+    for port in TLS_PORTS {
+        let tls = &values["tls"][port];
+        if tls["enabled"].as_bool() != Some(true) {
+            continue;
+        }
+        let mut files = vec![("cert", "tls.crt"), ("key", "tls.key")];
+        if tls["requireClientCert"].as_bool() == Some(true) {
+            files.push(("client-ca", "client-ca.crt"));
+        }
+        for (suffix, file) in files {
+            let flag = format!("{port}-tls-{suffix}");
+            if config.get(&flag).and_then(scalar_text).is_none() {
+                config.insert(flag, Value::String(format!("{}/{file}", tls_mount_dir(values, port))));
+            }
+        }
     }
     let mut args: Vec<String> = config
         .iter()
@@ -247,6 +273,49 @@ fn render_py(args: &[&str]) -> Output {
         .current_dir(repo_root())
         .output()
         .expect("run deploy/helm/render.py")
+}
+
+/// The chart rendered by Helm's engine with the values file `deploy/<relative>`.
+fn rendered_with(relative: &str) -> Vec<Value> {
+    let path = deploy_path(relative);
+    let rendered = render_py(&["-f", path.to_str().unwrap()]);
+    assert!(rendered.status.success(), "render with {relative}: {}", String::from_utf8_lossy(&rendered.stderr));
+    yaml_documents(&String::from_utf8(rendered.stdout).unwrap()).unwrap()
+}
+
+/// The files the Deployment's projected Secret volumes put into the container: absolute path
+/// to (Secret name, key). Checks that those volumes are mounted read-only and whole (a
+/// `subPath` mount is not updated when the Secret changes).
+fn mounted_secret_files(deployment: &Value) -> BTreeMap<String, (String, String)> {
+    let no_volumes = Vec::new();
+    let volumes = deployment["spec"]["template"]["spec"]["volumes"].as_sequence().unwrap_or(&no_volumes);
+    let mut files = BTreeMap::new();
+    for mount in container(deployment)["volumeMounts"].as_sequence().into_iter().flatten() {
+        let name = mount["name"].as_str().unwrap();
+        let volume = volumes
+            .iter()
+            .find(|volume| volume["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("volumeMount {name} without a volume"));
+        let Some(sources) = volume["projected"]["sources"].as_sequence() else { continue };
+        assert_eq!(mount["readOnly"].as_bool(), Some(true), "{name} is mounted read-only");
+        assert!(mount.get("subPath").is_none(), "{name}: a subPath mount does not follow Secret updates");
+        let dir = mount["mountPath"].as_str().unwrap();
+        for source in sources {
+            let secret = source["secret"]["name"].as_str().unwrap_or_else(|| panic!("{name}: not a Secret source"));
+            for item in source["secret"]["items"].as_sequence().unwrap() {
+                let path = format!("{dir}/{}", item["path"].as_str().unwrap());
+                let key = item["key"].as_str().unwrap().to_owned();
+                assert!(files.insert(path.clone(), (secret.to_owned(), key)).is_none(), "{path} is projected twice");
+            }
+        }
+    }
+    files
+}
+
+/// The value of `--<flag>=<value>` in `args`.
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    let prefix = format!("--{flag}=");
+    args.iter().find_map(|arg| arg.strip_prefix(prefix.as_str()))
 }
 
 #[test]
@@ -430,6 +499,7 @@ fn plain_manifests_agree_with_the_chart_values() {
     }
 
     let deployment = the_one(&documents, "Deployment");
+    assert!(mounted_secret_files(deployment).is_empty(), "TLS is off by default");
     let container = container(deployment);
     let tag = values["image"]["tag"].as_str().filter(|tag| !tag.is_empty()).or(chart["appVersion"].as_str()).unwrap();
     let image = format!("{}:{tag}", values["image"]["repository"].as_str().unwrap());
@@ -473,10 +543,7 @@ fn helm_renders_the_committed_manifests_and_every_option() {
     let check = render_py(&["--check"]);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 
-    let full_values_path = deploy_path("helm/otelscale/ci/full-values.yaml");
-    let rendered = render_py(&["-f", full_values_path.to_str().unwrap()]);
-    assert!(rendered.status.success(), "{}", String::from_utf8_lossy(&rendered.stderr));
-    let documents = yaml_documents(&String::from_utf8(rendered.stdout).unwrap()).unwrap();
+    let documents = rendered_with("helm/otelscale/ci/full-values.yaml");
     let values = merged(&chart_values(), &yaml_file("helm/otelscale/ci/full-values.yaml")[0]);
     let deployment = the_one(&documents, "Deployment");
     let args = string_list(&container(deployment)["args"]);
@@ -507,6 +574,22 @@ fn helm_renders_the_committed_manifests_and_every_option() {
     let endpoint = &the_one(&documents, "ServiceMonitor")["spec"]["endpoints"][0];
     assert_eq!(endpoint["port"].as_str(), Some("admin"));
     assert_eq!(endpoint["path"].as_str(), Some("/metrics"));
+    // The TLS paths set in config name files the chart mounts.
+    let mounted = mounted_secret_files(deployment);
+    for port in TLS_PORTS {
+        for suffix in ["cert", "key", "client-ca"] {
+            let path = flag_value(&args, &format!("{port}-tls-{suffix}")).unwrap();
+            assert!(mounted.contains_key(path), "--{port}-tls-{suffix}={path} is not a mounted file: {mounted:?}");
+        }
+    }
+
+    // OTLP/HTTP with TLS on the io_uring back-end is refused at render time, as the server would.
+    let conflict = std::env::temp_dir().join(format!("otelscale-deploy-test-uring-{}.yaml", std::process::id()));
+    std::fs::write(&conflict, "config:\n  io-uring: \"on\"\ntls:\n  otlp-http:\n    enabled: true\n").unwrap();
+    let refused = render_py(&["-f", conflict.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&conflict);
+    assert!(!refused.status.success(), "io-uring on with OTLP/HTTP TLS rendered");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("io-uring"));
 
     // The schema refuses a key that is not a flag.
     let typo = std::env::temp_dir().join(format!("otelscale-deploy-test-{}.yaml", std::process::id()));
@@ -515,6 +598,298 @@ fn helm_renders_the_committed_manifests_and_every_option() {
     let _ = std::fs::remove_file(&typo);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("max-seris"));
+}
+
+#[test]
+fn helm_mounts_each_tls_secret_and_points_the_tls_flags_at_its_files() {
+    if !helm_renderer_available() {
+        eprintln!("helm-python-sdk is not installed (pip install helm-python-sdk): TLS rendering not checked");
+        return;
+    }
+    let values_file = "helm/otelscale/ci/tls-values.yaml";
+    let values = merged(&chart_values(), &yaml_file(values_file)[0]);
+    // The TLS paths come from the `tls` section alone.
+    let unset = chart_config(&values)
+        .iter()
+        .filter(|(flag, _)| TLS_PORTS.iter().any(|port| flag.starts_with(&format!("{port}-tls-"))))
+        .all(|(_, value)| value.is_null());
+    assert!(unset, "{values_file} sets TLS paths in config");
+    let documents = rendered_with(values_file);
+    let deployment = the_one(&documents, "Deployment");
+    let args = string_list(&container(deployment)["args"]);
+    assert_eq!(args, expected_args(&values));
+    let output = server_accepts(&args);
+    assert!(output.status.success(), "otelscale refuses {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+
+    // (port, Secret with tls.crt and tls.key, Secret and key of the client CA if any)
+    type SecretKey = (&'static str, &'static str);
+    let expected: [(&str, &str, Option<SecretKey>); 3] = [
+        ("otlp-grpc", "otelscale-otlp-grpc-tls", None),
+        ("otlp-http", "otelscale-otlp-http-cert", Some(("otelscale-otlp-http-cert", "ca.crt"))),
+        ("scaler", "otelscale-scaler-tls", Some(("otelscale-scaler-client-ca", "ca.crt"))),
+    ];
+    let mounted = mounted_secret_files(deployment);
+    let mut named_by_flags = BTreeSet::new();
+    for (port, secret, client_ca) in expected {
+        let dir = format!("/etc/otelscale/tls/{port}/");
+        let mut check = |suffix: &str, source: Option<(&str, &str)>| {
+            let flag = format!("{port}-tls-{suffix}");
+            match (flag_value(&args, &flag), source) {
+                (Some(path), Some((secret, key))) => {
+                    assert!(path.starts_with(&dir), "--{flag}={path} is not under {dir}");
+                    let found = mounted.get(path).unwrap_or_else(|| panic!("--{flag}={path} is not mounted"));
+                    assert_eq!((found.0.as_str(), found.1.as_str()), (secret, key), "--{flag}");
+                    named_by_flags.insert(path.to_owned());
+                }
+                (None, None) => {}
+                (path, source) => panic!("--{flag}: rendered {path:?}, expected a file from {source:?}"),
+            }
+        };
+        check("cert", Some((secret, "tls.crt")));
+        check("key", Some((secret, "tls.key")));
+        check("client-ca", client_ca);
+    }
+    assert_eq!(mounted.keys().cloned().collect::<BTreeSet<_>>(), named_by_flags, "every mounted file is used");
+
+    // Probes and scraping stay on the plaintext admin port.
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        let http_get = &container(deployment)[probe]["httpGet"];
+        assert_eq!(http_get["port"].as_str(), Some("admin"), "{probe}");
+        assert!(http_get["scheme"].as_str().is_none_or(|scheme| scheme == "HTTP"), "{probe}");
+    }
+    let service = the_one(&documents, "Service");
+    let otlp_http = service["spec"]["ports"].as_sequence().unwrap().iter().find(|port| port["name"] == "otlp-http");
+    assert_eq!(otlp_http.unwrap()["appProtocol"].as_str(), Some("https"));
+}
+
+/// Writes `files` (name to contents) into `dir` the way the kubelet fills a Secret volume:
+/// each name is a symlink into `..data`, itself a symlink to a directory per version, and an
+/// update swaps `..data` atomically to a new version.
+fn kubelet_write_volume(dir: &Path, version: u32, files: &BTreeMap<String, String>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let version_dir = format!("..version_{version}");
+    std::fs::create_dir(dir.join(&version_dir)).unwrap();
+    for (name, contents) in files {
+        std::fs::write(dir.join(&version_dir).join(name), contents).unwrap();
+    }
+    let previous = std::fs::read_link(dir.join("..data")).ok();
+    std::os::unix::fs::symlink(&version_dir, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    for name in files.keys() {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(name), &link).unwrap();
+        }
+    }
+    if let Some(previous) = previous {
+        std::fs::remove_dir_all(dir.join(previous)).unwrap();
+    }
+}
+
+/// A CA made at test time.
+struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        TestCa { issuer: rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap() }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A certificate for `names` and its key, as PEM.
+    fn sign(&self, names: &[&str]) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let cert = rcgen::CertificateParams::new(names).unwrap().signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// The Secrets of deploy/README.md's mTLS walk-through, by name: key to PEM.
+type Secrets = BTreeMap<String, BTreeMap<String, String>>;
+
+fn secret(entries: &[(&str, &str)]) -> BTreeMap<String, String> {
+    entries.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect()
+}
+
+/// What the kubelet would put in each projected TLS volume of `deployment`, given `secrets`,
+/// written under `root` (the container's `/`). Panics when a Secret or key does not exist,
+/// as the pod would stay in ContainerCreating.
+fn mount_tls_volumes(deployment: &Value, secrets: &Secrets, root: &Path, version: u32) {
+    let mut by_dir: BTreeMap<PathBuf, BTreeMap<String, String>> = BTreeMap::new();
+    for (path, (secret, key)) in mounted_secret_files(deployment) {
+        let contents = secrets
+            .get(&secret)
+            .and_then(|data| data.get(&key))
+            .unwrap_or_else(|| panic!("{path}: Secret {secret} has no key {key}"));
+        let path = Path::new(&path);
+        let dir = root.join(path.parent().unwrap().strip_prefix("/").unwrap());
+        by_dir.entry(dir).or_default().insert(path.file_name().unwrap().to_str().unwrap().to_owned(), contents.clone());
+    }
+    for (dir, files) in by_dir {
+        kubelet_write_volume(&dir, version, &files);
+    }
+}
+
+/// A gRPC channel to the scaler set up as KEDA sets up its client from the TriggerAuthentication
+/// parameters (`caCert`, `tlsClientCert`, `tlsClientKey`), checking the server's name against
+/// the host of `scalerAddress`.
+async fn keda_channel(
+    scaler: std::net::SocketAddr,
+    scaler_host: &str,
+    parameters: &BTreeMap<String, String>,
+) -> Result<tonic::transport::Channel, String> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut tls = ClientTlsConfig::new().domain_name(scaler_host);
+    if let Some(ca) = parameters.get("caCert") {
+        tls = tls.ca_certificate(Certificate::from_pem(ca));
+    }
+    if let (Some(cert), Some(key)) = (parameters.get("tlsClientCert"), parameters.get("tlsClientKey")) {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    tonic::transport::Channel::from_shared(format!("https://{scaler}"))
+        .unwrap()
+        .tls_config(tls)
+        .map_err(|err| err.to_string())?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|err| format!("{err:?}"))
+}
+
+#[tokio::test]
+async fn example_tls_values_serve_keda_over_mtls_and_take_a_renewed_certificate() {
+    if !helm_renderer_available() {
+        eprintln!("helm-python-sdk is not installed (pip install helm-python-sdk): the mTLS example is not checked");
+        return;
+    }
+    // The chart side: deploy/examples/values-tls.yaml, rendered.
+    let documents = rendered_with("examples/values-tls.yaml");
+    let deployment = the_one(&documents, "Deployment");
+    let args = string_list(&container(deployment)["args"]);
+
+    // The KEDA side: the TriggerAuthentication and ScaledObject of scaledobject-tls.yaml.
+    let example = yaml_file("examples/scaledobject-tls.yaml");
+    let scaled_object = the_one(&example, "ScaledObject");
+    let trigger = &scaled_object["spec"]["triggers"][0];
+    let metadata = trigger_metadata(trigger, "scaledobject-tls.yaml");
+    let scaler_host = metadata["scalerAddress"].rsplit_once(':').unwrap().0.to_owned();
+    let authentication = the_one(&example, "TriggerAuthentication");
+    assert_eq!(trigger["authenticationRef"]["name"], authentication["metadata"]["name"]);
+    let references: Vec<(String, String, String)> = authentication["spec"]["secretTargetRef"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|target| {
+            let text = |key: &str| target[key].as_str().unwrap().to_owned();
+            (text("parameter"), text("name"), text("key"))
+        })
+        .collect();
+
+    // The certificates and Secrets of deploy/README.md: one CA signs the scaler's certificate
+    // (for the Service host KEDA dials) and KEDA's client certificate.
+    let ca = TestCa::new("otelscale CA");
+    let (server_cert, server_key) = ca.sign(&[SERVICE_HOST, "otelscale.otelscale.svc.cluster.local"]);
+    let (keda_cert, keda_key) = ca.sign(&["keda-operator"]);
+    let mut secrets: Secrets = BTreeMap::from([
+        ("otelscale-scaler-tls".to_owned(), secret(&[("tls.crt", &server_cert), ("tls.key", &server_key)])),
+        ("otelscale-scaler-client-ca".to_owned(), secret(&[("ca.crt", &ca.pem())])),
+        (
+            "otelscale-keda-tls".to_owned(),
+            secret(&[("ca.crt", &ca.pem()), ("tls.crt", &keda_cert), ("tls.key", &keda_key)]),
+        ),
+    ]);
+    let readme = read("README.md");
+    for name in secrets.keys() {
+        assert!(readme.contains(name.as_str()), "deploy/README.md does not explain Secret {name}");
+    }
+    let keda_parameters = |secrets: &Secrets| -> BTreeMap<String, String> {
+        references
+            .iter()
+            .map(|(parameter, name, key)| {
+                let value = secrets.get(name).and_then(|data| data.get(key));
+                (parameter.clone(), value.unwrap_or_else(|| panic!("{parameter}: no Secret {name} key {key}")).clone())
+            })
+            .collect()
+    };
+
+    // The kubelet mounts the Secrets; the server starts with the rendered flags, their paths
+    // moved under a temporary root.
+    let root = tempfile::tempdir().unwrap();
+    mount_tls_volumes(deployment, &secrets, root.path(), 1);
+    let mounted = mounted_secret_files(deployment);
+    let local_args: Vec<String> = args
+        .iter()
+        .map(|arg| match arg.split_once('=') {
+            Some((flag, path)) if mounted.contains_key(path) => {
+                format!("{flag}={}", root.path().join(path.trim_start_matches('/')).display())
+            }
+            _ => arg.clone(),
+        })
+        .collect();
+    #[derive(clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        serve: otelscale::config::ServeArgs,
+    }
+    let parsed = <Serve as clap::Parser>::try_parse_from(std::iter::once("otelscale".to_owned()).chain(local_args))
+        .unwrap_or_else(|err| panic!("rendered arguments: {err}"));
+    let tls = parsed.serve.validate().expect("rendered configuration").tls;
+    assert!(tls.otlp_grpc.is_none() && tls.otlp_http.is_none(), "only the scaler port has TLS");
+    assert!(tls.scaler.as_ref().is_some_and(|files| files.client_ca.is_some()), "the scaler port has mTLS");
+    let server = TestServer::start_with(|config| {
+        config.tls = tls;
+        config.tls.reload_interval = std::time::Duration::from_millis(100);
+    })
+    .await;
+
+    let get_metric_spec = |parameters: BTreeMap<String, String>| {
+        let request = ScaledObjectRef {
+            name: scaled_object["metadata"]["name"].as_str().unwrap().to_owned(),
+            namespace: scaled_object["metadata"]["namespace"].as_str().unwrap().to_owned(),
+            scaler_metadata: metadata.clone(),
+        };
+        let (scaler, scaler_host) = (server.scaler, scaler_host.clone());
+        async move {
+            let channel = keda_channel(scaler, &scaler_host, &parameters).await?;
+            let mut client = otelscale::scaler::proto::external_scaler_client::ExternalScalerClient::new(channel);
+            client.get_metric_spec(request).await.map(|_| ()).map_err(|status| status.to_string())
+        }
+    };
+
+    // KEDA, configured from the example's TriggerAuthentication, is served.
+    get_metric_spec(keda_parameters(&secrets)).await.expect("KEDA's mTLS call");
+    // Without a client certificate the scaler refuses.
+    let mut server_only = keda_parameters(&secrets);
+    server_only.retain(|parameter, _| parameter == "caCert");
+    assert!(get_metric_spec(server_only).await.is_err(), "a call without a client certificate was served");
+
+    // The scaler's certificate is renewed from another CA: the Secret changes, the kubelet swaps
+    // the volume's files, and the running server takes the new certificate.
+    let new_ca = TestCa::new("otelscale CA 2");
+    let (new_cert, new_key) = new_ca.sign(&[SERVICE_HOST]);
+    let mut renewed = secrets.clone();
+    renewed.get_mut("otelscale-keda-tls").unwrap().insert("ca.crt".to_owned(), new_ca.pem());
+    assert!(get_metric_spec(keda_parameters(&renewed)).await.is_err(), "the new CA was trusted before the renewal");
+    secrets.insert("otelscale-scaler-tls".to_owned(), secret(&[("tls.crt", &new_cert), ("tls.key", &new_key)]));
+    mount_tls_volumes(deployment, &secrets, root.path(), 2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match get_metric_spec(keda_parameters(&renewed)).await {
+            Ok(()) => break,
+            Err(err) if std::time::Instant::now() > deadline => panic!("the renewed certificate was not taken: {err}"),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+        }
+    }
+    server.stop().await;
 }
 
 /// KEDA passes trigger metadata as a map of strings.
