@@ -218,8 +218,11 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
             }
         })
     };
+    // Its own token, cancelled after the listeners have drained: the final push counts every
+    // request that was answered.
+    let self_export_cancel = CancellationToken::new();
     let self_export = config.self_export.clone().map(|self_export| {
-        crate::self_export::spawn(self_export, Arc::clone(&telemetry), Arc::clone(&store), cancel.clone())
+        crate::self_export::spawn(self_export, Arc::clone(&telemetry), Arc::clone(&store), self_export_cancel.clone())
     });
     ready.store(true, Ordering::Release);
 
@@ -240,6 +243,7 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         }
     }
     let _ = retention.await;
+    self_export_cancel.cancel();
     if let Some(self_export) = self_export {
         let _ = self_export.await;
     }
