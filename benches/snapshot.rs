@@ -62,12 +62,22 @@ fn bench_snapshot(c: &mut Criterion) {
     let original = filled_store(series);
     eprintln!("store of {series} series × {SAMPLES_PER_SERIES} built in {:?}", built.elapsed());
     let dir = tempfile::tempdir().expect("temp dir");
+    // One snapshot before any measurement, so the restore bench has a file even when run alone.
+    write_snapshot(&original, dir.path(), 1, NOW_MS).expect("snapshot written");
 
     let mut group = c.benchmark_group(format!("snapshot_{series}_series_x{SAMPLES_PER_SERIES}"));
     group.sample_size(10).warm_up_time(Duration::from_millis(1)).measurement_time(Duration::from_secs(20));
+    let mut longest_holds = Vec::new();
     group.bench_function("write_with_fsync", |b| {
-        b.iter(|| write_snapshot(&original, dir.path(), 1, NOW_MS).expect("snapshot written"))
+        b.iter(|| {
+            let written = write_snapshot(&original, dir.path(), 1, NOW_MS).expect("snapshot written");
+            longest_holds.push(written.longest_lock_hold);
+        })
     });
+    longest_holds.sort_unstable();
+    if let (Some(median), Some(max)) = (longest_holds.get(longest_holds.len() / 2), longest_holds.last()) {
+        eprintln!("longest shard read-lock hold per snapshot: median {median:?}, max {max:?}");
+    }
     group.bench_function("restore_with_validation", |b| {
         b.iter_custom(|iterations| {
             let mut total = Duration::ZERO;

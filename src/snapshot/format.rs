@@ -83,6 +83,30 @@ impl ShardSection {
         self.kinds.len()
     }
 
+    /// Makes room for `series` more series, sized from the averages of the series already in
+    /// (a first guess of one chunk of 120 samples and a 256-byte key before any).
+    pub fn reserve_for(&mut self, series: usize) {
+        let held = self.kinds.len().max(1);
+        let per_series = |column_len: usize, guess: usize| {
+            if self.kinds.is_empty() {
+                guess
+            } else {
+                column_len.div_ceil(held)
+            }
+        };
+        let key_bytes = per_series(self.key_bytes.len(), 256) * series;
+        let chunks = per_series(self.chunk_base_ms.len(), 1) * series;
+        let samples = per_series(self.values.len(), 120) * series;
+        self.kinds.reserve(series);
+        self.key_ends.reserve(series);
+        self.chunk_ends.reserve(series);
+        self.key_bytes.reserve(key_bytes);
+        self.chunk_base_ms.reserve(chunks);
+        self.sample_ends.reserve(chunks);
+        self.offsets_ms.reserve(samples);
+        self.values.reserve(samples);
+    }
+
     /// Empties every column and keeps its capacity for the next shard.
     pub fn clear(&mut self) {
         self.kinds.clear();

@@ -28,7 +28,7 @@ use crate::telemetry::Telemetry;
 use format::{FormatError, Header, ShardSection, TableEntry};
 
 /// Series copied per hold of a shard's read lock while writing.
-pub const SLOTS_PER_LOCK: usize = 2048;
+pub const SLOTS_PER_LOCK: usize = 1024;
 
 const FILE_PREFIX: &str = "snapshot-";
 const FILE_SUFFIX: &str = ".otss";
@@ -55,6 +55,8 @@ pub struct WrittenSnapshot {
     pub series: u64,
     pub samples: u64,
     pub duration: Duration,
+    /// The longest a shard's read lock was held (appends to that shard waited at most this).
+    pub longest_lock_hold: Duration,
 }
 
 /// Writes a snapshot of `store` into `dir` (created if missing) and deletes complete snapshots
@@ -112,21 +114,23 @@ fn write_file(store: &Store, path: &Path, created_ms: i64) -> Result<WrittenSnap
     let mut table = Vec::with_capacity(table_bytes);
     // Two buffers in a pipeline: a helper thread copies shard i + 1 out of the store while this
     // thread serializes and writes shard i.
-    let (filled_sender, filled) = crossbeam_channel::bounded::<(ShardSection, Header)>(1);
+    let (filled_sender, filled) = crossbeam_channel::bounded::<(ShardSection, Header, Duration)>(1);
+    let mut longest_lock_hold = Duration::ZERO;
     let (empty_sender, empty) = crossbeam_channel::bounded::<ShardSection>(2);
     for _ in 0..2 {
         let _ = empty_sender.send(ShardSection::default());
     }
     let blank = Header { series_count: 0, sample_count: 0, oldest_ms: i64::MAX, newest_ms: i64::MIN, ..header };
     std::thread::scope(|scope| -> Result<(), SnapshotError> {
+        // The filling thread keeps its normal priority: it takes the shards' read locks, and a
+        // low-priority thread preempted while holding one would stall appends to that shard.
         scope.spawn(move || {
-            lower_priority();
             for shard_idx in 0..section_count {
                 let Ok(mut section) = empty.recv() else { return };
                 section.clear();
                 let mut counts = blank;
-                fill_section(store, shard_idx, &mut section, &mut counts);
-                if filled_sender.send((section, counts)).is_err() {
+                let longest_hold = fill_section(store, shard_idx, &mut section, &mut counts);
+                if filled_sender.send((section, counts, longest_hold)).is_err() {
                     return;
                 }
             }
@@ -135,7 +139,8 @@ fn write_file(store: &Store, path: &Path, created_ms: i64) -> Result<WrittenSnap
         // at its next send or receive instead of leaving it blocked.
         let (filled, empty_sender) = (filled, empty_sender);
         for shard_idx in 0..section_count {
-            let (section, counts) = filled.recv().expect("the filling thread sends every shard");
+            let (section, counts, longest_hold) = filled.recv().expect("the filling thread sends every shard");
+            longest_lock_hold = longest_lock_hold.max(longest_hold);
             header.series_count += counts.series_count;
             header.sample_count += counts.sample_count;
             header.oldest_ms = header.oldest_ms.min(counts.oldest_ms);
@@ -165,6 +170,7 @@ fn write_file(store: &Store, path: &Path, created_ms: i64) -> Result<WrittenSnap
         series: header.series_count,
         samples: header.sample_count,
         duration: Duration::ZERO,
+        longest_lock_hold,
     })
 }
 
@@ -222,9 +228,15 @@ impl<W: Write> Write for CountingWriter<W> {
 }
 
 /// Copies one shard into `section`, a range of series per read-lock hold.
-fn fill_section(store: &Store, shard_idx: usize, section: &mut ShardSection, header: &mut Header) {
+/// Returns the longest time one range took under the lock (waiting for it included).
+fn fill_section(store: &Store, shard_idx: usize, section: &mut ShardSection, header: &mut Header) -> Duration {
     let mut next_slot = Some(0);
+    let mut longest_hold = Duration::ZERO;
     while let Some(first_slot) = next_slot {
+        // Room for the next range before the lock is taken: growing a column under the lock
+        // would copy it there (measured: holds of 25 to 98 ms at 1 M series without this).
+        section.reserve_for(SLOTS_PER_LOCK);
+        let started = Instant::now();
         next_slot = store.visit_shard_slots(shard_idx, first_slot, SLOTS_PER_LOCK, |series| {
             section.kinds.push(format::kind_code(series.kind));
             section.key_bytes.extend_from_slice(series.key.encoded());
@@ -244,7 +256,9 @@ fn fill_section(store: &Store, shard_idx: usize, section: &mut ShardSection, hea
             section.chunk_ends.push(section.chunk_base_ms.len() as u64);
             header.series_count += 1;
         });
+        longest_hold = longest_hold.max(started.elapsed());
     }
+    longest_hold
 }
 
 /// Deletes complete snapshots beyond the `keep` newest. Failures are logged, not fatal.
@@ -569,6 +583,7 @@ fn write_and_record(store: &Store, telemetry: &Telemetry, config: &SnapshotConfi
                 series = written.series,
                 samples = written.samples,
                 duration_ms = written.duration.as_millis() as u64,
+                longest_lock_hold_us = written.longest_lock_hold.as_micros() as u64,
                 "snapshot written"
             );
             Some(written)
