@@ -117,19 +117,11 @@ impl ReloadingTls {
     /// Checks the files every `interval` until `cancel` fires.
     pub fn watch(self: &Arc<Self>, interval: Duration, cancel: CancellationToken) {
         let tls = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {}
-                    () = cancel.cancelled() => break,
-                }
-                let reloader = Arc::clone(&tls);
-                // File reads and key parsing are blocking work.
-                let _ = tokio::task::spawn_blocking(move || reloader.reload_if_changed()).await;
-            }
-        });
+        tokio::spawn(crate::clock::every(interval, cancel, async move || {
+            let reloader = Arc::clone(&tls);
+            // File reads and key parsing are blocking work.
+            let _ = tokio::task::spawn_blocking(move || reloader.reload_if_changed()).await;
+        }));
     }
 
     /// Handshakes `stream` within `timeout`. `None` (logged at debug) when the client fails it.

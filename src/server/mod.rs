@@ -202,21 +202,13 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         let telemetry = Arc::clone(&telemetry);
         let cancel = cancel.clone();
         let interval = retention_interval(config.retention_ms);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => {}
-                    () = cancel.cancelled() => break,
-                }
-                let removed = store.drop_expired(crate::clock::now_ms());
-                if removed > 0 {
-                    telemetry.series_expired(removed);
-                    tracing::debug!(series_removed = removed, series = store.series_count(), "retention applied");
-                }
+        tokio::spawn(crate::clock::every(interval, cancel, async move || {
+            let removed = store.drop_expired(crate::clock::now_ms());
+            if removed > 0 {
+                telemetry.series_expired(removed);
+                tracing::debug!(series_removed = removed, series = store.series_count(), "retention applied");
             }
-        })
+        }))
     };
     // Its own token, cancelled after the listeners have drained: the final push counts every
     // request that was answered.

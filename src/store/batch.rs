@@ -98,23 +98,9 @@ impl<'a> DecodedBatch<'a> {
         timestamp_ms: i64,
         value: f64,
     ) {
-        debug_assert!(labels.windows(2).all(|pair| pair[0].name < pair[1].name), "labels must be canonical");
-        let labels_start = self.labels.len() as u32;
+        let labels_start = self.labels.len();
         self.labels.extend_from_slice(labels);
-        let metric_name = self.resolve(self.metric_names[metric_idx as usize]);
-        let key_hash = series_hash(
-            metric_name,
-            labels.iter().map(|label| LabelRef { name: label.name, value: self.resolve(label.value) }),
-        );
-        self.samples.push(DecodedSample {
-            metric_idx,
-            labels_start,
-            labels_len: labels.len() as u32,
-            key_hash,
-            kind,
-            timestamp_ms,
-            value,
-        });
+        self.push_stored_labels_sample(metric_idx, labels_start, kind, timestamp_ms, value);
     }
 
     /// [`DecodedBatch::push_sample`] with the labels `labels[order[0]], labels[order[1]], …`,
@@ -128,9 +114,21 @@ impl<'a> DecodedBatch<'a> {
         timestamp_ms: i64,
         value: f64,
     ) {
-        let labels_start = self.labels.len() as u32;
+        let labels_start = self.labels.len();
         self.labels.extend(order.iter().map(|&idx| labels[idx as usize]));
-        let stored = &self.labels[labels_start as usize..];
+        self.push_stored_labels_sample(metric_idx, labels_start, kind, timestamp_ms, value);
+    }
+
+    /// Adds the sample whose labels are `self.labels[labels_start..]`, hashing them.
+    fn push_stored_labels_sample(
+        &mut self,
+        metric_idx: u32,
+        labels_start: usize,
+        kind: SeriesKind,
+        timestamp_ms: i64,
+        value: f64,
+    ) {
+        let stored = &self.labels[labels_start..];
         debug_assert!(stored.windows(2).all(|pair| pair[0].name < pair[1].name), "labels must be canonical");
         let metric_name = self.resolve(self.metric_names[metric_idx as usize]);
         let key_hash = series_hash(
@@ -139,8 +137,8 @@ impl<'a> DecodedBatch<'a> {
         );
         self.samples.push(DecodedSample {
             metric_idx,
-            labels_start,
-            labels_len: order.len() as u32,
+            labels_start: labels_start as u32,
+            labels_len: stored.len() as u32,
             key_hash,
             kind,
             timestamp_ms,
