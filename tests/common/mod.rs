@@ -127,6 +127,19 @@ impl TestServer {
         reqwest::get(url).await.unwrap().json().await.unwrap()
     }
 
+    /// Polls `/metrics` until `series` reaches `at_least` (5 s at most); returns the last value.
+    pub async fn wait_for_metric(&self, series: &str, at_least: f64) -> f64 {
+        let mut value = self.metric(series).await;
+        for _ in 0..100 {
+            if value >= at_least {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            value = self.metric(series).await;
+        }
+        value
+    }
+
     /// The value of one line of `/metrics`, e.g. `otelscale_points_rejected_total{reason="nan_value"}`.
     pub async fn metric(&self, series: &str) -> f64 {
         let text = reqwest::get(self.admin_url("/metrics")).await.unwrap().text().await.unwrap();

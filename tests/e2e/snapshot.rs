@@ -87,14 +87,7 @@ async fn snapshots_are_written_in_the_background_while_serving() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_with_snapshots(dir.path(), Duration::from_millis(100)).await;
     push_fleet(&server, &["pod-a"]).await;
-    let mut written = 0.0;
-    for _ in 0..100 {
-        written = server.metric("otelscale_snapshots_written_total").await;
-        if written >= 2.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let written = server.wait_for_metric("otelscale_snapshots_written_total", 2.0).await;
     assert!(written >= 2.0, "{written}");
     assert!(server.metric("otelscale_snapshot_bytes").await > 0.0);
     assert!(server.metric("otelscale_snapshot_last_success_timestamp_seconds").await > 1.7e9);
@@ -135,14 +128,7 @@ async fn an_unusable_snapshot_directory_does_not_stop_the_server() {
     let dir = parent.path().join("file").join("snapshots");
     let server = start_with_snapshots(&dir, Duration::from_millis(100)).await;
     push_fleet(&server, &["pod-a"]).await;
-    let mut failures = 0.0;
-    for _ in 0..100 {
-        failures = server.metric("otelscale_snapshot_failures_total").await;
-        if failures >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let failures = server.wait_for_metric("otelscale_snapshot_failures_total", 1.0).await;
     assert!(failures >= 1.0);
     assert_eq!(server.get_metric_value(TRIGGERS[2]).await.unwrap(), 21.0);
     server.stop().await;
@@ -165,8 +151,7 @@ async fn a_read_only_snapshot_directory_is_restored_from_and_counted_as_failing_
     }
     let server = start_with_snapshots(dir.path(), Duration::from_millis(100)).await;
     assert_eq!(answers(&server).await, before);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(server.metric("otelscale_snapshot_failures_total").await >= 1.0);
+    assert!(server.wait_for_metric("otelscale_snapshot_failures_total", 1.0).await >= 1.0);
     server.stop().await;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
 }
