@@ -8,28 +8,19 @@ date=$(date -u +%F)
 out="perf-reports/$date-baseline"
 loadgen=./target/release/otelscale-loadgen
 
-start_server() {
-  ./target/release/otelscale serve >"/tmp/otelscale-baseline-server.log" 2>&1 &
-  server_pid=$!
-  for _ in $(seq 100); do
-    kill -0 "$server_pid" 2>/dev/null || { echo "server exited:" >&2; cat /tmp/otelscale-baseline-server.log >&2; exit 1; }
-    curl -sf http://127.0.0.1:8080/readyz >/dev/null && return
-    sleep 0.1
-  done
-  echo "server did not start" >&2; exit 1
-}
-stop_server() { kill -TERM "$server_pid"; wait "$server_pid" || true; }
+# shellcheck source=loadgen/server.sh
+source loadgen/server.sh
 
 $loadgen throughput --sink --duration 5s --quiet --report "$out-sink"
 for variant in "grpc:--transport grpc" "http:--transport http" "grpc-gzip:--transport grpc --gzip" "http-gzip:--transport http --gzip"; do
   name=${variant%%:*}; flags=${variant#*:}
-  start_server   # a fresh server per run, so each RSS figure is its own
+  start_server ./target/release/otelscale /tmp/otelscale-baseline-server.log   # a fresh server per run, so each RSS figure is its own
   # shellcheck disable=SC2086
   $loadgen throughput $flags --connections 2 --points-per-request 1000 --series 100000 --duration 20s \
     --server-pid "$server_pid" --admin 127.0.0.1:8080 --quiet --report "$out-throughput-$name"
   stop_server
 done
-start_server
+start_server ./target/release/otelscale /tmp/otelscale-baseline-server.log
 $loadgen latency --background-rate 200000 --samples 500 --quiet --report "$out-latency"
 $loadgen latency --background-rate 0 --samples 500 --quiet --report "$out-latency-idle"
 $loadgen gpu-fleet --nodes 50 --gpus-per-node 8 --duration 30s --quiet --report "$out-gpu-fleet"
