@@ -16,7 +16,6 @@ pub mod format;
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -321,7 +320,7 @@ pub fn read_snapshot(path: &Path, threads: usize) -> Result<CheckedSnapshot, For
     }
     // Each section is read and checked on its own thread: reading into fresh memory (page
     // faults, copy) is a large part of a restore.
-    let (sections, keys): (Vec<_>, Vec<_>) = parallel_map(entries.len(), threads, |section| {
+    let (sections, keys): (Vec<_>, Vec<_>) = parallel_map((0..entries.len()).collect(), threads, |section| {
         let bytes = read_section(path, entries[section])?;
         let keys = check_and_read_keys(section, &bytes, entries[section])?;
         Ok::<_, FormatError>((bytes, keys))
@@ -355,26 +354,23 @@ fn check_and_read_keys(section: usize, bytes: &[u8], entry: TableEntry) -> Resul
         .collect()
 }
 
-/// Runs `work(0..count)` on up to `threads` scoped threads; results in index order.
-fn parallel_map<T: Send>(count: usize, threads: usize, work: impl Fn(usize) -> T + Sync) -> Vec<T> {
+/// Runs `work` on every item, on up to `threads` scoped threads; results in the items' order.
+fn parallel_map<I: Send, T: Send>(items: Vec<I>, threads: usize, work: impl Fn(I) -> T + Sync) -> Vec<T> {
+    let count = items.len();
     let threads = threads.clamp(1, count.max(1));
     if threads == 1 {
-        return (0..count).map(work).collect();
+        return items.into_iter().map(work).collect();
     }
-    let next = AtomicUsize::new(0);
+    let (item_sender, item_receiver) = crossbeam_channel::bounded(count);
+    for item in items.into_iter().enumerate() {
+        item_sender.send(item).expect("the channel holds every item");
+    }
+    drop(item_sender);
     let mut results: Vec<(usize, T)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let idx = next.fetch_add(1, Ordering::Relaxed);
-                        if idx >= count {
-                            break done;
-                        }
-                        done.push((idx, work(idx)));
-                    }
-                })
+                let (item_receiver, work) = (item_receiver.clone(), &work);
+                scope.spawn(move || item_receiver.iter().map(|(idx, item)| (idx, work(item))).collect::<Vec<_>>())
             })
             .collect();
         workers.into_iter().flat_map(|worker| worker.join().expect("snapshot worker threads do not panic")).collect()
@@ -399,11 +395,9 @@ pub struct RestoreReport {
 pub fn restore(store: &Store, snapshot: CheckedSnapshot, cutoff_ms: i64, threads: usize) -> RestoreReport {
     let CheckedSnapshot { header, sections, keys } = snapshot;
     store.reserve_series(usize::try_from(header.series_count).unwrap_or(0).min(store.config().series_count_max));
-    let keys: Vec<std::sync::Mutex<Vec<SeriesKey>>> = keys.into_iter().map(std::sync::Mutex::new).collect();
-    let per_section = parallel_map(sections.len(), threads, |section| {
-        let archived = rkyv::access::<format::ArchivedShardSection, rkyv::rancor::Error>(&sections[section])
+    let per_section = parallel_map(sections.into_iter().zip(keys).collect(), threads, |(bytes, keys)| {
+        let archived = rkyv::access::<format::ArchivedShardSection, rkyv::rancor::Error>(&bytes)
             .expect("the section was checked by read_snapshot");
-        let keys = std::mem::take(&mut *keys[section].lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
         let mut report = RestoreReport::default();
         let mut samples = Vec::new();
         for (series, key) in keys.into_iter().enumerate() {
