@@ -1,15 +1,16 @@
 //! OTLP decoding of a DCGM-like request (1,000 gauge points, 8 string labels each), all in one
 //! criterion run so the figures compare as ratios:
 //! - opentelemetry-proto's prost types (the reference),
-//! - prost decode plus conversion into owned samples (the working core's path),
+//! - prost decode plus the prost walk through the conversion policy (the JSON path's second half),
 //! - the zero-copy decoder alone,
 //! - zero-copy decode plus append into existing series, and into new series.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use otelscale::ingest::convert::{convert_request, ConvertLimits};
+use otelscale::ingest::policy::ConvertLimits;
+use otelscale::ingest::prost_walk::convert_request;
 use otelscale::ingest::{wire, Rejections};
-use otelscale::store::{DecodedBatch, SampleBatch, Store, StoreConfig};
+use otelscale::store::{DecodedBatch, Store, StoreConfig};
 use otelscale_loadgen::shapes::dcgm_templates;
 use prost::Message;
 
@@ -49,10 +50,10 @@ fn bench_decode(c: &mut Criterion) {
     group.bench_function("prost_then_convert", |b| {
         b.iter(|| {
             let request = ExportMetricsServiceRequest::decode(&body[..]).unwrap();
-            let mut batch = SampleBatch::default();
+            let mut batch = DecodedBatch::new();
             let mut rejections = Rejections::default();
             convert_request(&request, &limits(), NOW_MS, &mut batch, &mut rejections);
-            batch
+            batch.len()
         })
     });
     group.bench_function("zero_copy", |b| b.iter(|| decode_fast(std::hint::black_box(&body))));

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod clock;
 pub mod config;
 pub mod ingest;
+pub mod outcome;
 pub mod query;
 pub mod scaler;
 pub mod self_export;

@@ -9,51 +9,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use crate::ingest::{ExportOutcome, RejectReason, Transport};
+use crate::outcome::{ExportOutcome, RejectReason, RequestOutcome, Transport};
 use crate::store::Store;
-
-/// How an OTLP request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestOutcome {
-    Ok,
-    PartialSuccess,
-    Invalid,
-    TooLarge,
-    Unsupported,
-    Failed,
-}
-
-impl RequestOutcome {
-    const ALL: [RequestOutcome; 6] = [
-        RequestOutcome::Ok,
-        RequestOutcome::PartialSuccess,
-        RequestOutcome::Invalid,
-        RequestOutcome::TooLarge,
-        RequestOutcome::Unsupported,
-        RequestOutcome::Failed,
-    ];
-
-    fn as_str(self) -> &'static str {
-        match self {
-            RequestOutcome::Ok => "ok",
-            RequestOutcome::PartialSuccess => "partial_success",
-            RequestOutcome::Invalid => "invalid",
-            RequestOutcome::TooLarge => "too_large",
-            RequestOutcome::Unsupported => "unsupported",
-            RequestOutcome::Failed => "failed",
-        }
-    }
-
-    pub fn from_grpc_code(code: tonic::Code) -> Self {
-        match code {
-            tonic::Code::Ok => RequestOutcome::Ok,
-            tonic::Code::InvalidArgument => RequestOutcome::Invalid,
-            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange => RequestOutcome::TooLarge,
-            tonic::Code::Unimplemented => RequestOutcome::Unsupported,
-            _ => RequestOutcome::Failed,
-        }
-    }
-}
 
 /// The KEDA external scaler methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -559,7 +516,7 @@ fn write_sample(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::ingest::Rejections;
+    use crate::outcome::Rejections;
     use crate::store::StoreConfig;
 
     fn empty_store() -> Store {

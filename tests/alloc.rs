@@ -2,7 +2,7 @@
 //! allocates a fixed number of times per request, whatever the number of points (no allocation
 //! per point). Counted with a counting global allocator, in its own test binary.
 
-use otelscale::ingest::convert::ConvertLimits;
+use otelscale::ingest::policy::ConvertLimits;
 use otelscale::ingest::{wire, Rejections};
 use otelscale::store::{DecodedBatch, Store, StoreConfig};
 use otelscale_loadgen::shapes::dcgm_templates;

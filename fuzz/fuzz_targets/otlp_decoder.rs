@@ -1,18 +1,19 @@
 //! Fuzzes the OTLP decoders with arbitrary bytes: the zero-copy decoder against its oracle
-//! (opentelemetry-proto's prost types plus `convert`), the JSON path, and gzip inflation. Nothing
-//! may panic; where both protobuf decoders succeed they must produce the same samples and
-//! rejections, and one may fail only where the other does.
+//! (opentelemetry-proto's prost types walked by `prost_walk`, through the same conversion policy),
+//! the JSON path, and gzip inflation. Nothing may panic; where both protobuf decoders succeed they
+//! must produce the same samples and rejections, and one may fail only where the other does.
 
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use otelscale::ingest::convert::{convert_request, ConvertLimits};
+use otelscale::ingest::policy::ConvertLimits;
+use otelscale::ingest::prost_walk::convert_request;
 use otelscale::ingest::decode::{decode_request, decompress, PayloadFormat};
 use otelscale::ingest::wire::{self, WireError};
 use otelscale::ingest::Rejections;
-use otelscale::store::{DecodedBatch, SampleBatch};
+use otelscale::store::DecodedBatch;
 use prost::Message;
 
 const LIMITS: ConvertLimits = ConvertLimits {
@@ -31,13 +32,13 @@ fuzz_target!(|data: &[u8]| {
     let oracle = ExportMetricsServiceRequest::decode(data);
     match (&fast, &oracle) {
         (Ok(()), Ok(request)) => {
-            let mut owned = SampleBatch::default();
+            let mut oracle_batch = DecodedBatch::new();
             let mut rejections = Rejections::default();
-            convert_request(request, &LIMITS, NOW_MS, &mut owned, &mut rejections);
+            convert_request(request, &LIMITS, NOW_MS, &mut oracle_batch, &mut rejections);
             assert_eq!(fast_rejections, rejections);
-            assert_eq!(batch.len(), owned.samples.len());
-            for (sample, expected) in batch.samples().iter().zip(&owned.samples) {
-                assert_eq!(batch.series_key(sample), expected.key);
+            assert_eq!(batch.len(), oracle_batch.len());
+            for (sample, expected) in batch.samples().iter().zip(oracle_batch.samples()) {
+                assert_eq!(batch.series_key(sample), oracle_batch.series_key(expected));
                 assert_eq!(sample.key_hash, expected.key_hash);
                 assert_eq!((sample.kind, sample.timestamp_ms), (expected.kind, expected.timestamp_ms));
                 assert_eq!(sample.value.to_bits(), expected.value.to_bits());

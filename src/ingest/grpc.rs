@@ -19,7 +19,7 @@ use tonic::{Code, Status};
 
 use super::decode::PayloadFormat;
 use super::{ExportError, Ingestor, Transport};
-use crate::telemetry::RequestOutcome;
+use crate::outcome::RequestOutcome;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
@@ -80,7 +80,7 @@ where
                     response = status.into_http();
                 }
                 if code != Code::Ok {
-                    ingestor.telemetry().record_request(Transport::Grpc, RequestOutcome::from_grpc_code(code));
+                    ingestor.telemetry().record_request(Transport::Grpc, request_outcome(code));
                 }
             }
             Ok(response)
@@ -107,7 +107,7 @@ impl UnaryService<Bytes> for ExportHandler {
                     ExportError::Decode(err) => Status::invalid_argument(err.to_string()),
                     ExportError::Worker(_) => Status::internal(err.to_string()),
                 })?;
-            Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: outcome.partial_success() }))
+            Ok(tonic::Response::new(ExportMetricsServiceResponse { partial_success: super::partial_success(&outcome) }))
         })
     }
 }
@@ -153,5 +153,16 @@ impl Decoder for RawBytesDecoder {
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Self::Error> {
         let len = buf.remaining();
         Ok(Some(buf.copy_to_bytes(len)))
+    }
+}
+
+/// How a gRPC status counts in `otelscale_otlp_requests_total`.
+fn request_outcome(code: Code) -> RequestOutcome {
+    match code {
+        Code::Ok => RequestOutcome::Ok,
+        Code::InvalidArgument => RequestOutcome::Invalid,
+        Code::ResourceExhausted | Code::OutOfRange => RequestOutcome::TooLarge,
+        Code::Unimplemented => RequestOutcome::Unsupported,
+        _ => RequestOutcome::Failed,
     }
 }

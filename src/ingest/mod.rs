@@ -1,13 +1,15 @@
-//! OTLP ingest: receivers for gRPC ([`grpc`]) and HTTP ([`http1`]), the body decoder
-//! ([`decode`]) and the conversion of OTLP metrics into validated samples ([`convert`]).
+//! OTLP ingest: receivers for gRPC ([`grpc`]) and HTTP ([`http1`]), content encodings and
+//! formats ([`decode`]), the two decoders ([`wire`], zero-copy protobuf, and [`prost_walk`], over
+//! the prost types for JSON) and the one conversion policy they both feed ([`policy`]).
 //!
 //! **Invariant:** when an Export call returns success, its accepted samples are in the store
 //! (ingest appends synchronously before answering), so every later query sees them.
 
-pub mod convert;
 pub mod decode;
 pub mod grpc;
 pub mod http1;
+pub mod policy;
+pub mod prost_walk;
 #[cfg(test)]
 mod test_support;
 pub mod wire;
@@ -19,140 +21,19 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuc
 
 use crate::activity::ActivityHub;
 use crate::config::Config;
-use crate::store::{DecodedBatch, SampleBatch, Store};
+pub use crate::outcome::{ExportOutcome, RejectReason, Rejections, Transport};
+use crate::store::{DecodedBatch, Store};
 use crate::telemetry::Telemetry;
-use convert::{convert_request, ConvertLimits};
+use policy::ConvertLimits;
+use prost_walk::convert_request;
 
-/// Why a point was not stored. Each reason is a value of the `reason` label of
-/// `otelscale_points_rejected_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectReason {
-    SeriesLimit,
-    OutOfOrder,
-    TooOld,
-    FutureTimestamp,
-    NanValue,
-    MissingValue,
-    TooManyLabels,
-    InvalidLabelName,
-    LabelValueTooLong,
-    InvalidMetricName,
-    InvalidHistogram,
-}
-
-impl RejectReason {
-    pub const ALL: [RejectReason; 11] = [
-        RejectReason::SeriesLimit,
-        RejectReason::OutOfOrder,
-        RejectReason::TooOld,
-        RejectReason::FutureTimestamp,
-        RejectReason::NanValue,
-        RejectReason::MissingValue,
-        RejectReason::TooManyLabels,
-        RejectReason::InvalidLabelName,
-        RejectReason::LabelValueTooLong,
-        RejectReason::InvalidMetricName,
-        RejectReason::InvalidHistogram,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectReason::SeriesLimit => "series_limit",
-            RejectReason::OutOfOrder => "out_of_order",
-            RejectReason::TooOld => "too_old",
-            RejectReason::FutureTimestamp => "future_timestamp",
-            RejectReason::NanValue => "nan_value",
-            RejectReason::MissingValue => "missing_value",
-            RejectReason::TooManyLabels => "too_many_labels",
-            RejectReason::InvalidLabelName => "invalid_label_name",
-            RejectReason::LabelValueTooLong => "label_value_too_long",
-            RejectReason::InvalidMetricName => "invalid_metric_name",
-            RejectReason::InvalidHistogram => "invalid_histogram",
-        }
-    }
-
-    fn explanation(self) -> &'static str {
-        match self {
-            RejectReason::SeriesLimit => "the series limit (--max-series) is reached, new series are refused",
-            RejectReason::OutOfOrder => "timestamp older than the series' last sample",
-            RejectReason::TooOld => "timestamp older than the retention window",
-            RejectReason::FutureTimestamp => "timestamp too far in the future (--max-future-skew)",
-            RejectReason::NanValue => "value is NaN",
-            RejectReason::MissingValue => "data point has no value",
-            RejectReason::TooManyLabels => "more labels than --max-labels-per-series",
-            RejectReason::InvalidLabelName => "label name empty or longer than --max-label-name-bytes",
-            RejectReason::LabelValueTooLong => "label value longer than --max-label-value-bytes",
-            RejectReason::InvalidMetricName => "metric name empty or longer than --max-metric-name-bytes",
-            RejectReason::InvalidHistogram => "histogram bucket_counts does not have explicit_bounds + 1 entries",
-        }
-    }
-}
-
-/// Rejected point counts by reason, for one request.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Rejections {
-    counts: [u64; RejectReason::ALL.len()],
-}
-
-impl Rejections {
-    pub fn add(&mut self, reason: RejectReason, n_points: u64) {
-        self.counts[reason as usize] += n_points;
-    }
-
-    pub fn count(&self, reason: RejectReason) -> u64 {
-        self.counts[reason as usize]
-    }
-
-    pub fn total(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
-    pub fn by_reason(&self) -> impl Iterator<Item = (RejectReason, u64)> + '_ {
-        RejectReason::ALL.into_iter().map(|reason| (reason, self.count(reason))).filter(|&(_, n)| n > 0)
-    }
-
-    /// One line naming each reason, e.g. `2 points rejected: 2 nan_value (value is NaN)`.
-    pub fn message(&self) -> String {
-        let parts: Vec<String> =
-            self.by_reason().map(|(reason, n)| format!("{n} {} ({})", reason.as_str(), reason.explanation())).collect();
-        format!("{} points rejected: {}", self.total(), parts.join("; "))
-    }
-}
-
-/// Which receiver a request came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Grpc,
-    Http,
-}
-
-impl Transport {
-    pub const ALL: [Transport; 2] = [Transport::Grpc, Transport::Http];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Grpc => "grpc",
-            Transport::Http => "http",
-        }
-    }
-}
-
-/// The result of one Export call.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ExportOutcome {
-    pub accepted_points: u64,
-    pub rejections: Rejections,
-}
-
-impl ExportOutcome {
-    /// The OTLP `partial_success` to answer with, if anything was rejected.
-    pub fn partial_success(&self) -> Option<ExportMetricsPartialSuccess> {
-        let rejected = self.rejections.total();
-        (rejected > 0).then(|| ExportMetricsPartialSuccess {
-            rejected_data_points: i64::try_from(rejected).unwrap_or(i64::MAX),
-            error_message: self.rejections.message(),
-        })
-    }
+/// The OTLP `partial_success` to answer with, if anything was rejected.
+pub fn partial_success(outcome: &ExportOutcome) -> Option<ExportMetricsPartialSuccess> {
+    let rejected = outcome.rejections.total();
+    (rejected > 0).then(|| ExportMetricsPartialSuccess {
+        rejected_data_points: i64::try_from(rejected).unwrap_or(i64::MAX),
+        error_message: outcome.rejections.message(),
+    })
 }
 
 /// Bodies up to this size are decoded on the async worker that received them: a handful of
@@ -253,10 +134,10 @@ impl Ingestor {
     /// metrics it touched. Returns after the samples are visible to queries.
     pub fn export(&self, request: &ExportMetricsServiceRequest, transport: Transport) -> ExportOutcome {
         let now_ms = crate::clock::now_ms();
-        let mut owned = SampleBatch::default();
+        let mut batch = DecodedBatch::new();
         let mut rejections = Rejections::default();
-        convert_request(request, &self.limits, now_ms, &mut owned, &mut rejections);
-        self.store_batch(&DecodedBatch::from_owned(&owned), rejections, transport, now_ms)
+        convert_request(request, &self.limits, now_ms, &mut batch, &mut rejections);
+        self.store_batch(&batch, rejections, transport, now_ms)
     }
 
     /// Appends a decoded batch, adds the store's rejections, notifies streams, counts.

@@ -14,7 +14,7 @@ use super::connection::{CloseReason, Connection, Limits, Step};
 use super::otlp::{self, Dispatch, ExportBody};
 use super::{LINGER_BYTES_MAX, LINGER_TIMEOUT, OUTPUT_FLUSH_BYTES, REQUEST_READ_TIMEOUT, RESPONSE_WRITE_TIMEOUT};
 use crate::ingest::{ExportError, ExportOutcome, Ingestor, Transport};
-use crate::telemetry::RequestOutcome;
+use crate::outcome::RequestOutcome;
 
 /// What ends a wait for input besides input.
 #[derive(Debug, Clone, Copy)]

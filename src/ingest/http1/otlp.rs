@@ -14,7 +14,8 @@ use prost::Message;
 use super::connection::{Request, RequestHead, Response, Status};
 use crate::ingest::decode::{payload_format, DecodeError, PayloadFormat};
 use crate::ingest::{ExportError, ExportOutcome, Transport};
-use crate::telemetry::{RequestOutcome, Telemetry};
+use crate::outcome::RequestOutcome;
+use crate::telemetry::Telemetry;
 
 /// The path OTLP/HTTP metrics are posted to.
 pub const METRICS_PATH: &str = "/v1/metrics";
@@ -91,7 +92,7 @@ pub fn export_response(
 ) -> Response {
     match result {
         Ok(outcome) => {
-            let response = ExportMetricsServiceResponse { partial_success: outcome.partial_success() };
+            let response = ExportMetricsServiceResponse { partial_success: crate::ingest::partial_success(&outcome) };
             if format == PayloadFormat::Json && response.partial_success.is_none() {
                 // OTLP JSON omits unset fields: a full success is `{}`, not `{"partialSuccess":null}`.
                 return Response {

@@ -1,4 +1,5 @@
-//! The zero-copy decoder against its oracle: opentelemetry-proto's prost types plus `convert`.
+//! The zero-copy decoder against its oracle: opentelemetry-proto's prost types walked by
+//! `prost_walk`. Both feed the same policy, so these tests check the parsing.
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
@@ -14,9 +15,8 @@ use proptest::prelude::*;
 use prost::Message;
 
 use super::*;
-use crate::ingest::convert::convert_request;
+use crate::ingest::prost_walk::convert_request;
 use crate::ingest::test_support::{attribute, text};
-use crate::store::SampleBatch;
 
 const NOW_MS: i64 = 1_700_000_000_000;
 const NOW_NS: u64 = NOW_MS as u64 * 1_000_000;
@@ -38,11 +38,9 @@ struct Decoded {
     rejections: Rejections,
 }
 
-fn fast(body: &[u8]) -> Result<Decoded, WireError> {
-    let mut batch = DecodedBatch::new();
-    let mut rejections = Rejections::default();
-    decode_request(body, &limits(), NOW_MS, &mut batch, &mut rejections)?;
-    let samples = batch
+/// The samples of a decoded batch, comparable across decoders.
+fn described(batch: &DecodedBatch<'_>) -> Vec<(String, u64, &'static str, i64, u64)> {
+    batch
         .samples()
         .iter()
         .map(|sample| {
@@ -54,29 +52,22 @@ fn fast(body: &[u8]) -> Result<Decoded, WireError> {
                 sample.value.to_bits(),
             )
         })
-        .collect();
-    Ok(Decoded { samples, rejections })
+        .collect()
+}
+
+fn fast(body: &[u8]) -> Result<Decoded, WireError> {
+    let mut batch = DecodedBatch::new();
+    let mut rejections = Rejections::default();
+    decode_request(body, &limits(), NOW_MS, &mut batch, &mut rejections)?;
+    Ok(Decoded { samples: described(&batch), rejections })
 }
 
 fn oracle(body: &[u8]) -> Result<Decoded, prost::DecodeError> {
     let request = ExportMetricsServiceRequest::decode(body)?;
-    let mut batch = SampleBatch::default();
+    let mut batch = DecodedBatch::new();
     let mut rejections = Rejections::default();
     convert_request(&request, &limits(), NOW_MS, &mut batch, &mut rejections);
-    let samples = batch
-        .samples
-        .iter()
-        .map(|sample| {
-            (
-                format!("{:?}", sample.key),
-                sample.key_hash,
-                sample.kind.as_str(),
-                sample.timestamp_ms,
-                sample.value.to_bits(),
-            )
-        })
-        .collect();
-    Ok(Decoded { samples, rejections })
+    Ok(Decoded { samples: described(&batch), rejections })
 }
 
 /// Asserts the decoder agrees with the oracle on `body` (both fail, or both give the same).

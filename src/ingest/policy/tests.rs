@@ -1,4 +1,5 @@
-//! Conversion tests: every metric type, temporality, attribute type and validation rule.
+//! Policy tests, driven through the prost walk: every metric type, temporality, attribute type
+//! and validation rule.
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, KeyValue, KeyValueList};
@@ -10,7 +11,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 use super::*;
+use crate::ingest::prost_walk::convert_request;
 use crate::ingest::test_support::{attribute, text};
+use crate::store::BatchSample;
 
 const NOW_MS: i64 = 1_700_000_000_000;
 const NOW_NS: u64 = NOW_MS as u64 * 1_000_000;
@@ -43,11 +46,21 @@ fn point(attributes: Vec<KeyValue>, time_unix_nano: u64, value: number_data_poin
     NumberDataPoint { attributes, time_unix_nano, value: Some(value), ..Default::default() }
 }
 
+/// The samples `request` becomes, in owned form, and its rejections.
 fn convert(request: &ExportMetricsServiceRequest) -> (Vec<BatchSample>, Rejections) {
-    let mut batch = SampleBatch::default();
+    let mut batch = DecodedBatch::new();
     let mut rejections = Rejections::default();
     convert_request(request, &limits(), NOW_MS, &mut batch, &mut rejections);
-    (batch.samples, rejections)
+    let samples = batch
+        .samples()
+        .iter()
+        .map(|sample| {
+            let owned = BatchSample::new(batch.series_key(sample), sample.kind, sample.timestamp_ms, sample.value);
+            assert_eq!(owned.key_hash, sample.key_hash, "the batch's hash is the key's");
+            owned
+        })
+        .collect();
+    (samples, rejections)
 }
 
 /// `name{k=v,...} kind value @ts` for compact assertions.
