@@ -21,8 +21,9 @@ use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::Resource;
 use otelscale::scaler::proto::GetMetricSpecResponse;
 
-/// How long a test waits for data it has flushed to become visible to queries.
-const POLL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a test waits for data it has flushed to become visible to queries (generous: an
+/// answer that is there returns at once).
+const POLL_TIMEOUT: Duration = Duration::from_secs(30);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Longer than any test: the reader exports only when a test flushes or shuts down.

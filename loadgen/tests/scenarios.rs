@@ -2,7 +2,7 @@
 //! agree with what the server counted.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use otelscale::config::Config;
 use otelscale::server::{self, Listeners};
@@ -12,6 +12,9 @@ use otelscale_loadgen::scenarios::{fleet, latency, scale_sim, throughput};
 use otelscale_loadgen::server_metrics;
 use otelscale_loadgen::shapes::FleetShape;
 use tokio::net::TcpListener;
+
+/// How long the in-process server may take to serve (generous: a loaded CI machine is slow).
+const READY_DEADLINE: Duration = Duration::from_secs(30);
 
 struct Server {
     otlp_grpc: SocketAddr,
@@ -32,10 +35,9 @@ async fn start_server() -> Server {
     tokio::spawn(server::run(listeners, Config::default(), async {
         let _ = shutdown_receiver.await;
     }));
-    for _ in 0..200 {
-        if reqwest::get(format!("http://{admin}/readyz")).await.is_ok_and(|r| r.status().is_success()) {
-            break;
-        }
+    let deadline = Instant::now() + READY_DEADLINE;
+    while !reqwest::get(format!("http://{admin}/readyz")).await.is_ok_and(|r| r.status().is_success()) {
+        assert!(Instant::now() < deadline, "the server did not become ready within {READY_DEADLINE:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Server { otlp_grpc, otlp_http, scaler, admin, _shutdown: shutdown }

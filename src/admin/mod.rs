@@ -13,8 +13,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::scaler::service::QueryEngine;
-use crate::scaler::QuerySpec;
+use crate::query::{QueryEngine, QuerySpec};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 
@@ -88,7 +87,7 @@ async fn query(State(state): State<AdminState>, Query(params): Query<HashMap<Str
     let evaluation = state.engine.evaluate(&spec);
     Json(QueryAnswer {
         metric_query: spec.query_text.clone(),
-        operation_over_time: spec.operation.as_str(),
+        operation_over_time: spec.operation.name(),
         window_seconds: spec.window_ms / 1000,
         value: evaluation.value.unwrap_or(0.0),
         raw_value: evaluation.value,

@@ -1,5 +1,6 @@
 //! KEDA's external scaler protocol: trigger metadata ([`trigger`]) and the gRPC service
-//! ([`service`]). **Invariant:** only this module knows the KEDA protocol.
+//! ([`service`]), which evaluates through [`crate::query::QueryEngine`]. **Invariant:** only this
+//! module knows the KEDA protocol.
 
 pub mod service;
 pub mod trigger;
@@ -11,4 +12,4 @@ pub mod proto {
 }
 
 pub use service::ScalerService;
-pub use trigger::{MetadataError, QuerySpec, TriggerSpec};
+pub use trigger::TriggerSpec;

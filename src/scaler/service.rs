@@ -6,7 +6,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,33 +18,12 @@ use super::proto::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec, MetricValue,
     ScaledObjectRef,
 };
-use super::trigger::{QuerySpec, TriggerSpec};
+use super::trigger::TriggerSpec;
 use crate::activity::ActivityHub;
 use crate::config::Config;
-use crate::query::{evaluate, Evaluation};
+use crate::query::QueryEngine;
 use crate::store::Store;
 use crate::telemetry::{ScalerMethod, Telemetry};
-
-/// Evaluates queries for the scaler and the admin API; owns nothing but shared handles.
-#[derive(Debug, Clone)]
-pub struct QueryEngine {
-    store: Arc<Store>,
-    telemetry: Arc<Telemetry>,
-}
-
-impl QueryEngine {
-    pub fn new(store: Arc<Store>, telemetry: Arc<Telemetry>) -> Self {
-        QueryEngine { store, telemetry }
-    }
-
-    /// Evaluates `spec` now, recording the duration.
-    pub fn evaluate(&self, spec: &QuerySpec) -> Evaluation {
-        let started = Instant::now();
-        let evaluation = evaluate(&self.store, &spec.query, spec.operation, spec.window_ms, crate::clock::now_ms());
-        self.telemetry.record_query_duration(started.elapsed());
-        evaluation
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct ScalerService {

@@ -1,36 +1,15 @@
 //! Trigger metadata → a validated query and scaling parameters.
 //!
 //! Keys (Kedify's OTel add-on keys keep their meaning): `metricQuery` (required),
-//! `targetValue` (required, > 0), `operationOverTime` (default `last_one`),
-//! `activationTargetValue` (default 0), `clampMin`, `clampMax`, `windowSeconds` (default 60,
-//! at most the retention), `metricName` (optional override of the reported metric name).
+//! `operationOverTime` (default `last_one`) and `windowSeconds` (default 60, at most the
+//! retention), read by [`QuerySpec::from_metadata`]; here: `targetValue` (required, > 0),
+//! `activationTargetValue` (default 0), `clampMin`, `clampMax`, `metricName` (optional override
+//! of the reported metric name).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 
-use crate::query::{parse_metric_query, MetricQuery, QueryLimits};
-use crate::store::WindowOp;
-
-/// Window used when a trigger does not set `windowSeconds`.
-pub const DEFAULT_WINDOW_SECONDS: i64 = 60;
-
-/// Bad trigger metadata; answered with `INVALID_ARGUMENT` (or HTTP 400 on the admin API).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MetadataError {
-    #[error("metadata key `{key}` is required")]
-    Missing { key: &'static str },
-    #[error("metadata key `{key}` = `{value}` is invalid: {problem}")]
-    Invalid { key: &'static str, value: String, problem: String },
-}
-
-/// What to evaluate: the query, the operation over time and the window.
-#[derive(Debug, Clone)]
-pub struct QuerySpec {
-    pub query_text: String,
-    pub query: MetricQuery,
-    pub operation: WindowOp,
-    pub window_ms: i64,
-}
+use crate::query::{MetadataError, QueryLimits, QuerySpec};
 
 /// A KEDA trigger: the query plus how its value turns into scaling decisions.
 #[derive(Debug, Clone)]
@@ -55,48 +34,6 @@ fn parse_number(key: &'static str, value: &str) -> Result<f64, MetadataError> {
 
 fn optional_number(metadata: &HashMap<String, String>, key: &'static str) -> Result<Option<f64>, MetadataError> {
     metadata.get(key).map(|value| parse_number(key, value)).transpose()
-}
-
-impl QuerySpec {
-    /// Reads `metricQuery`, `operationOverTime` and `windowSeconds`.
-    pub fn from_metadata(
-        metadata: &HashMap<String, String>,
-        limits: &QueryLimits,
-        retention_ms: i64,
-    ) -> Result<QuerySpec, MetadataError> {
-        let query_text = metadata.get("metricQuery").ok_or(MetadataError::Missing { key: "metricQuery" })?;
-        let query = parse_metric_query(query_text, limits).map_err(|err| MetadataError::Invalid {
-            key: "metricQuery",
-            value: query_text.clone(),
-            problem: err.to_string(),
-        })?;
-        let operation = match metadata.get("operationOverTime").map(|op| op.trim()) {
-            None | Some("") => WindowOp::default(),
-            Some(name) => WindowOp::from_name(name).ok_or_else(|| MetadataError::Invalid {
-                key: "operationOverTime",
-                value: name.to_owned(),
-                problem: "unknown operation; use one of last_one, rate, count, avg, min, max".to_owned(),
-            })?,
-        };
-        let retention_s = retention_ms / 1000;
-        let window_ms = match metadata.get("windowSeconds") {
-            None => DEFAULT_WINDOW_SECONDS.min(retention_s) * 1000,
-            Some(value) => {
-                let invalid =
-                    |problem: String| MetadataError::Invalid { key: "windowSeconds", value: value.clone(), problem };
-                let seconds: i64 =
-                    value.trim().parse().map_err(|_| invalid("not a whole number of seconds".to_owned()))?;
-                if seconds <= 0 {
-                    return Err(invalid("must be greater than 0".to_owned()));
-                }
-                if seconds > retention_s {
-                    return Err(invalid(format!("must be at most the retention ({retention_s} s, --retention)")));
-                }
-                seconds * 1000
-            }
-        };
-        Ok(QuerySpec { query_text: query_text.clone(), query, operation, window_ms })
-    }
 }
 
 impl TriggerSpec {
@@ -159,7 +96,7 @@ fn kubernetes_safe(name: &str) -> String {
 fn generated_metric_name(query: &QuerySpec) -> String {
     let mut hasher = foldhash::quality::FixedState::with_seed(0x6b65_6461).build_hasher();
     hasher.write(query.query_text.as_bytes());
-    hasher.write(query.operation.as_str().as_bytes());
+    hasher.write(query.operation.name().as_bytes());
     hasher.write_i64(query.window_ms);
     let suffix = format!("{:08x}", hasher.finish() as u32);
     let mut stem = kubernetes_safe(&format!("otel-{}", query.query.metric_name));
@@ -170,6 +107,7 @@ fn generated_metric_name(query: &QuerySpec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::WindowOp;
 
     fn metadata(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -187,7 +125,7 @@ mod tests {
             ("targetValue", "500"),
         ])
         .unwrap();
-        assert_eq!(spec.query.operation, WindowOp::Rate);
+        assert_eq!(spec.query.operation.window_op(), WindowOp::Rate);
         assert_eq!(spec.target_value, 500.0);
         assert_eq!(spec.activation_target_value, 0.0);
         assert_eq!(spec.query.window_ms, 60_000);

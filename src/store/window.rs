@@ -1,4 +1,4 @@
-//! Per-series evaluation over a time window: the `operationOverTime` of a trigger.
+//! Per-series evaluation over a time window: what a trigger's `operationOverTime` computes.
 
 use std::collections::VecDeque;
 
@@ -28,10 +28,9 @@ impl SeriesKind {
 }
 
 /// The operation over time applied to each series' samples in the window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WindowOp {
     /// The most recent sample.
-    #[default]
     LastOne,
     /// Per-second rate: counter increase (resets handled) for cumulative counters, the sum of
     /// the deltas after the first sample for delta series, `last - first` for gauges; divided by
@@ -45,24 +44,10 @@ pub enum WindowOp {
 }
 
 impl WindowOp {
+    /// Every operation the store evaluates. The names triggers use for them are the query
+    /// language's (`query::OperationOverTime`), not the store's.
     pub const ALL: [WindowOp; 6] =
         [WindowOp::LastOne, WindowOp::Rate, WindowOp::Count, WindowOp::Avg, WindowOp::Min, WindowOp::Max];
-
-    /// Parses Kedify's `operationOverTime` names.
-    pub fn from_name(name: &str) -> Option<WindowOp> {
-        WindowOp::ALL.into_iter().find(|op| op.as_str() == name)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WindowOp::LastOne => "last_one",
-            WindowOp::Rate => "rate",
-            WindowOp::Count => "count",
-            WindowOp::Avg => "avg",
-            WindowOp::Min => "min",
-            WindowOp::Max => "max",
-        }
-    }
 }
 
 /// A read-only view of one series restricted to samples with `timestamp >= start_ms`.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -21,6 +21,14 @@ use otelscale::server::{self, Listeners};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
+
+/// How long a test waits for something the server does in the background (becoming ready, a
+/// snapshot, a counter reaching a value) before it fails. Generous: a loaded CI machine is slow,
+/// and a wait that succeeds returns as soon as the event happens.
+pub const WAIT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How often a wait looks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// A running server and its addresses; shuts down when dropped.
 pub struct TestServer {
@@ -71,16 +79,7 @@ impl TestServer {
     }
 
     async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
-        for _ in 0..200 {
-            if let Ok(response) = client.get(format!("http://{}/readyz", self.admin)).send().await {
-                if response.status().is_success() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("server did not become ready");
+        wait_until_ready(self.admin).await;
     }
 
     /// Stops the server and waits for it to drain.
@@ -127,28 +126,55 @@ impl TestServer {
         reqwest::get(url).await.unwrap().json().await.unwrap()
     }
 
-    /// Polls `/metrics` until `series` reaches `at_least` (5 s at most); returns the last value.
+    /// Polls `/metrics` until `series` reaches `at_least` ([`WAIT_DEADLINE`] at most); returns the
+    /// last value.
     pub async fn wait_for_metric(&self, series: &str, at_least: f64) -> f64 {
-        let mut value = self.metric(series).await;
-        for _ in 0..100 {
-            if value >= at_least {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            value = self.metric(series).await;
-        }
-        value
+        wait_for_metric_at(self.admin, series, at_least).await
     }
 
     /// The value of one line of `/metrics`, e.g. `otelscale_points_rejected_total{reason="nan_value"}`.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = reqwest::get(self.admin_url("/metrics")).await.unwrap().text().await.unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("{series} not in /metrics:\n{text}"))
-            .parse()
-            .unwrap()
+        metric_at(self.admin, series).await
     }
+}
+
+/// Waits until the server whose admin port is `admin` answers `/readyz` with success; panics
+/// after [`WAIT_DEADLINE`].
+pub async fn wait_until_ready(admin: SocketAddr) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + WAIT_DEADLINE;
+    loop {
+        if let Ok(response) = client.get(format!("http://{admin}/readyz")).send().await {
+            if response.status().is_success() {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the server on {admin} did not become ready within {WAIT_DEADLINE:?}");
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Polls `/metrics` on `admin` until `series` reaches `at_least` ([`WAIT_DEADLINE`] at most);
+/// returns the last value, for the caller's assertion to show.
+pub async fn wait_for_metric_at(admin: SocketAddr, series: &str, at_least: f64) -> f64 {
+    let deadline = Instant::now() + WAIT_DEADLINE;
+    loop {
+        let value = metric_at(admin, series).await;
+        if value >= at_least || Instant::now() >= deadline {
+            return value;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// The value of one line of `/metrics` on `admin`.
+pub async fn metric_at(admin: SocketAddr, series: &str) -> f64 {
+    let text = reqwest::get(format!("http://{admin}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{series} not in /metrics:\n{text}"))
+        .parse()
+        .unwrap()
 }
 
 impl Drop for TestServer {

@@ -256,10 +256,15 @@ async fn shutdown_closes_idle_connections_and_finishes_requests_in_progress() {
         assert_eq!(idle.read_response().await.status, 200);
 
         let mut busy = RawHttp::connect(server.otlp_http).await;
-        let request = RawHttp::post_bytes(PROTOBUF, &probe_body("busy", 2.0), "");
-        let (first_part, second_part) = request.split_at(request.len() - 5);
+        let request = RawHttp::post_bytes(PROTOBUF, &probe_body("busy", 2.0), "Expect: 100-continue\r\n");
+        let head_end = request.windows(4).position(|window| window == b"\r\n\r\n").unwrap() + 4;
+        let (head, body) = request.split_at(head_end);
+        let (first_part, second_part) = body.split_at(body.len() - 5);
+        // The 100 says the server has read the head: a request is in progress on this connection
+        // from now on, however soon the shutdown starts.
+        busy.send(head).await;
+        assert_eq!(busy.read_response().await.status, 100, "{backend:?}");
         busy.send(first_part).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
 
         let admin = server.admin;
         let stopping = tokio::spawn(server.stop());

@@ -151,13 +151,18 @@ async fn an_endpoint_that_never_answers_holds_up_neither_serving_nor_shutdown() 
     let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let exporter =
         start_exporting_to(format!("http://{}", silent.local_addr().unwrap()), Duration::from_millis(100)).await;
-    // A push is now waiting on the silent endpoint (the timeout is 5 s).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The channel connects for the first push: once the connection is here, a push is waiting
+    // on the silent endpoint (the timeout is 5 s). Held, never read or written.
+    let (held_connection, _) = tokio::time::timeout(ARRIVAL_TIMEOUT, silent.accept())
+        .await
+        .expect("the exporter connected to the silent endpoint")
+        .unwrap();
     push_points(&exporter, 1).await;
     let value = exporter.get_metric_value(&[("metricQuery", "sum(gpu_util)"), ("targetValue", "10")]).await;
     assert_eq!(value.unwrap(), 50.0);
     let stop_started = Instant::now();
     exporter.stop().await;
     assert!(stop_started.elapsed() < Duration::from_secs(2), "stop took {:?}", stop_started.elapsed());
+    drop(held_connection);
     drop(silent);
 }

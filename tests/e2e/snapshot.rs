@@ -87,7 +87,7 @@ async fn snapshots_are_written_in_the_background_while_serving() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_with_snapshots(dir.path(), Duration::from_millis(100)).await;
     push_fleet(&server, &["pod-a"]).await;
-    let written = server.wait_for_metric("otelscale_snapshots_written_total", 2.0).await;
+    let written = server.wait_for_metric(SNAPSHOTS_WRITTEN, 2.0).await;
     assert!(written >= 2.0, "{written}");
     assert!(server.metric("otelscale_snapshot_bytes").await > 0.0);
     assert!(server.metric("otelscale_snapshot_last_success_timestamp_seconds").await > 1.7e9);
@@ -184,6 +184,19 @@ async fn snapshot_inspect_reports_contents_and_validity() {
     assert!(text.contains("valid: no (section"), "{text}");
 }
 
+/// A child server that a failing assertion does not leave running.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Snapshots completed (file written, synced and renamed into place).
+const SNAPSHOTS_WRITTEN: &str = "otelscale_snapshots_written_total";
+
 /// A free port on 127.0.0.1 (bound, then released for the child process to take).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -196,7 +209,7 @@ async fn kill_9_at_any_moment_leaves_a_loadable_snapshot() {
     let http = reqwest::Client::new();
     for round in 0..6u64 {
         let (grpc, otlp_http, scaler, admin) = (free_port(), free_port(), free_port(), free_port());
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_otelscale"))
+        let spawned = std::process::Command::new(env!("CARGO_BIN_EXE_otelscale"))
             .args(["serve", "--snapshot-interval", "100ms", "--io-uring", "off", "--log-level", "warn"])
             .arg("--snapshot-dir")
             .arg(dir.path())
@@ -209,18 +222,10 @@ async fn kill_9_at_any_moment_leaves_a_loadable_snapshot() {
             .args(["--scaler-addr", &format!("127.0.0.1:{scaler}"), "--admin-addr", &format!("127.0.0.1:{admin}")])
             .spawn()
             .unwrap();
-        let ready = async {
-            for _ in 0..500 {
-                if let Ok(response) = http.get(format!("http://127.0.0.1:{admin}/readyz")).send().await {
-                    if response.status().is_success() {
-                        return true;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            false
-        };
-        assert!(ready.await, "round {round}: the server did not become ready");
+        let mut child = KilledOnDrop(spawned);
+        let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+        // A restore of the previous round's snapshot runs before the server is ready.
+        wait_until_ready(admin_addr).await;
         // Every round restores the previous round's data and adds newer samples.
         for template in &templates {
             let mut template = template.clone();
@@ -234,10 +239,19 @@ async fn kill_9_at_any_moment_leaves_a_loadable_snapshot() {
                 .unwrap();
             assert!(response.status().is_success());
         }
-        // Killed at a different point of the snapshot cycle each round.
-        tokio::time::sleep(Duration::from_millis(150 + round * 37)).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
+        // A snapshot under way now may have copied some shards before the last push; the one
+        // after it started after every push. Wait for that one to be complete, however long the
+        // machine takes to write it.
+        let written_after_push = metric_at(admin_addr, SNAPSHOTS_WRITTEN).await;
+        let written = wait_for_metric_at(admin_addr, SNAPSHOTS_WRITTEN, written_after_push + 2.0).await;
+        assert!(
+            written >= written_after_push + 2.0,
+            "round {round}: {SNAPSHOTS_WRITTEN} went from {written_after_push} to only {written} in {WAIT_DEADLINE:?}"
+        );
+        // Killed at a different point of the snapshot cycle each round: writes go on every 100 ms.
+        tokio::time::sleep(Duration::from_millis(round * 37)).await;
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
         let inspect = std::process::Command::new(env!("CARGO_BIN_EXE_otelscale"))
             .args(["snapshot", "inspect"])
             .arg(dir.path())
