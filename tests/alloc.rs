@@ -1,11 +1,16 @@
 //! Allocation discipline of the data plane: decoding a batch and appending it to existing series
 //! allocates a fixed number of times per request, whatever the number of points (no allocation
-//! per point). Counted with a counting global allocator, in its own test binary.
+//! per point). Counted with a counting global allocator, in its own test binary. The prost path
+//! (OTLP JSON, non-canonical protobuf) is held to the same rule from the decoded request on: its
+//! message tree allocates per attribute while it is decoded, but the conversion does not.
 
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use otelscale::ingest::policy::ConvertLimits;
+use otelscale::ingest::prost_walk::convert_request;
 use otelscale::ingest::{wire, Rejections};
 use otelscale::store::{DecodedBatch, Store, StoreConfig};
 use otelscale_loadgen::shapes::dcgm_templates;
+use prost::Message;
 
 const NOW_MS: i64 = 1_800_000_000_000;
 
@@ -27,9 +32,24 @@ fn allocations_per_batch(store: &Store, body: &[u8]) -> u64 {
     info.count_total
 }
 
+/// Allocations made by walking an already decoded `request` and appending it to `store`.
+fn prost_walk_allocations_per_batch(store: &Store, request: &ExportMetricsServiceRequest) -> u64 {
+    let limits = limits();
+    let info = allocation_counter::measure(|| {
+        let mut batch = DecodedBatch::new();
+        let mut rejections = Rejections::default();
+        convert_request(request, &limits, NOW_MS, &mut batch, &mut rejections);
+        let outcome = store.append_decoded(&batch, NOW_MS);
+        assert_eq!(outcome.series_created, 0, "steady state: every series exists");
+        assert_eq!(rejections.total(), 0);
+    });
+    info.count_total
+}
+
 #[test]
 fn steady_state_ingest_allocates_per_request_not_per_point() {
     let mut counts = Vec::new();
+    let mut prost_walk_counts = Vec::new();
     for n_points in [100, 1_000, 5_000] {
         let store = Store::new(StoreConfig { shard_count: 4, series_count_max: 100_000, retention_ms: 600_000 });
         let mut template = dcgm_templates(n_points, n_points, 7).unwrap().remove(0);
@@ -43,6 +63,14 @@ fn steady_state_ingest_allocates_per_request_not_per_point() {
         }
         template.restamp((NOW_MS as u64 - 5_000) * 1_000_000, 5.0);
         counts.push((n_points, allocations_per_batch(&store, template.bytes())));
+        template.restamp((NOW_MS as u64 - 4_000) * 1_000_000, 6.0);
+        let request = ExportMetricsServiceRequest::decode(template.bytes()).unwrap();
+        prost_walk_counts.push((n_points, prost_walk_allocations_per_batch(&store, &request)));
+    }
+    let (_, smallest) = prost_walk_counts[0];
+    for &(n_points, allocations) in &prost_walk_counts {
+        assert!(allocations <= 32, "prost walk, {n_points} points: {allocations} allocations ({prost_walk_counts:?})");
+        assert_eq!(allocations, smallest, "prost walk allocations grew with the points: {prost_walk_counts:?}");
     }
     let (_, smallest) = counts[0];
     for &(n_points, allocations) in &counts {

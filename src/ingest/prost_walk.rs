@@ -20,6 +20,8 @@ pub fn convert_request<'a>(
     batch: &mut DecodedBatch<'a>,
     rejections: &mut Rejections,
 ) {
+    let (n_points, n_labels) = size_hint(request);
+    batch.reserve(n_points, n_labels);
     let mut writer = SampleWriter::new(limits, now_ms, batch, rejections);
     for resource_metrics in &request.resource_metrics {
         writer.begin_resource();
@@ -34,6 +36,26 @@ pub fn convert_request<'a>(
             }
         }
     }
+}
+
+/// Room for the batch up front: number points and their labels (histogram and summary points
+/// produce more samples; they grow the batch as they come), so that the batch allocates per
+/// request, not per point.
+fn size_hint(request: &ExportMetricsServiceRequest) -> (usize, usize) {
+    let (mut n_points, mut n_labels) = (0, 0);
+    for resource_metrics in &request.resource_metrics {
+        let n_resource_labels = resource_metrics.resource.as_ref().map_or(0, |resource| resource.attributes.len());
+        for metric in resource_metrics.scope_metrics.iter().flat_map(|scope| &scope.metrics) {
+            let points = match &metric.data {
+                Some(metric::Data::Gauge(gauge)) => &gauge.data_points[..],
+                Some(metric::Data::Sum(sum)) => &sum.data_points[..],
+                _ => continue,
+            };
+            n_points += points.len();
+            n_labels += points.iter().map(|point| n_resource_labels + point.attributes.len()).sum::<usize>();
+        }
+    }
+    (n_points, n_labels)
 }
 
 fn walk_metric<'a>(writer: &mut SampleWriter<'a, '_>, metric: &'a Metric) {

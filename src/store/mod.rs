@@ -1,8 +1,10 @@
 //! The in-memory series store: sharded series index, columnar per-series chunks, retention.
 //!
-//! The store knows nothing of protobuf, gRPC, HTTP or tokio: ingest hands it [`SampleBatch`]es
-//! of already validated samples, and queries read it through [`Store::visit_metric`].
-//! **Invariant:** once [`Store::append`] returns, every later read sees the appended samples.
+//! The store knows nothing of protobuf, gRPC, HTTP or tokio: ingest hands it [`DecodedBatch`]es
+//! of already validated samples ([`Store::append_decoded`]; tests and benches may build owned
+//! [`SampleBatch`]es and call [`Store::append`]), and queries read it through
+//! [`Store::visit_metric`].
+//! **Invariant:** once [`Store::append_decoded`] returns, every later read sees the appended samples.
 
 mod batch;
 mod chunk;
@@ -41,7 +43,7 @@ pub struct StoreConfig {
     pub retention_ms: i64,
 }
 
-/// What [`Store::append`] did with a batch.
+/// What [`Store::append_decoded`] did with a batch.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOutcome {
     /// Samples stored (including overwrites of a sample with the same timestamp).
