@@ -14,8 +14,29 @@ use crate::deploy_files::{
 };
 use crate::serve_flags::{passes_flag, port_of_address, serve_flags, server_accepts, ADDRESS_FLAGS, TLS_PORTS};
 
+/// Whether the `python3` on PATH imports `helm_python` (the `helm-python-sdk` package) for
+/// `deploy/helm/render.py`. Without it a Helm test skips, saying so, except in CI (see
+/// [`running_in_ci`]), where the Helm checks must run: there a missing renderer fails the test.
 pub(crate) fn helm_renderer_available() -> bool {
-    Command::new("python3").args(["-c", "import helm_python"]).output().is_ok_and(|output| output.status.success())
+    let probe = Command::new("python3").args(["-c", "import helm_python"]).output();
+    let problem = match probe {
+        Ok(output) if output.status.success() => return true,
+        Ok(output) => String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        Err(err) => format!("python3 does not run: {err}"),
+    };
+    assert!(
+        !running_in_ci(),
+        "CI is set, and the Helm checks must run there, but `python3 -c 'import helm_python'` fails: {problem}\n\
+         .ci/run installs helm-python-sdk into target/ci-venv and puts that first on PATH; elsewhere \
+         `pip install helm-python-sdk` (or leave CI unset to skip the Helm checks)"
+    );
+    false
+}
+
+/// `CI` is set to anything but empty, `0` or `false`: `.ci/run` exports `CI=1`, CI services set
+/// `CI=true`.
+fn running_in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "0" && value != "false")
 }
 
 fn render_py(args: &[&str]) -> Output {

@@ -5,7 +5,8 @@
 //! chart's values; every example ScaledObject's trigger metadata is accepted by the scaler; the
 //! Grafana dashboard queries only metrics the server exports. Where the `helm-python-sdk`
 //! package is installed, the chart is also rendered by Helm's engine (`deploy/helm/render.py`)
-//! and compared with the committed manifests.
+//! and compared with the committed manifests. In CI (`CI` set) it must be installed (`.ci/run`
+//! installs it): there a missing renderer fails the Helm tests instead of skipping them.
 
 //!
 //! One test binary, so the crate links once. `deploy_files`, `serve_flags` and `chart_values`
