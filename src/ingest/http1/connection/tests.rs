@@ -3,6 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use super::head::{find_blank_line, parse_decimal};
+use super::response::{imf_fixdate, push_decimal};
 use super::*;
 
 /// Sun, 06 Nov 1994 08:49:37 GMT, the example date of RFC 9110.
