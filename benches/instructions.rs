@@ -28,7 +28,7 @@
 use std::hint::black_box;
 use std::process::ExitCode;
 
-use otelscale::ingest::convert::ConvertLimits;
+use otelscale::ingest::policy::ConvertLimits;
 use otelscale::ingest::{wire, Rejections};
 use otelscale::query::{evaluate, parse_metric_query, MetricQuery, QueryLimits};
 use otelscale::store::{DecodedBatch, LabelPair, RestoreOutcome, SeriesKey, SeriesKind, Store, StoreConfig, WindowOp};

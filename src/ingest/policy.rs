@@ -267,7 +267,7 @@ impl<'a, 'b> SampleWriter<'a, 'b> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn point_attribute(&mut self, name: &'a str, value: AttributeValue<'a, '_>) {
         if self.metric.rejection.is_some() {
             // Every sample is rejected anyway; the label text is not needed.
@@ -468,16 +468,26 @@ impl<'a, 'b> SampleWriter<'a, 'b> {
 
     /// An attribute as a label: strings as they are, numbers and booleans in their usual text
     /// form, bytes as base64, arrays and key-value lists as compact JSON.
-    #[inline]
+    #[inline(always)]
     fn label(&mut self, name: &'a str, value: AttributeValue<'a, '_>) -> BatchLabel<'a> {
+        let value = match value {
+            AttributeValue::Empty => BatchText::Borrowed(""),
+            AttributeValue::Text(text) => BatchText::Borrowed(text),
+            AttributeValue::Bool(flag) => BatchText::Borrowed(if flag { "true" } else { "false" }),
+            formatted => self.formatted_label_text(formatted),
+        };
+        BatchLabel { name, value }
+    }
+
+    /// The text of an attribute value that is not a string, written into the arena.
+    #[inline(never)]
+    fn formatted_label_text(&mut self, value: AttributeValue<'a, '_>) -> BatchText<'a> {
         let format = &mut self.scratch.format;
         format.clear();
         match value {
-            AttributeValue::Empty => return BatchLabel { name, value: BatchText::Borrowed("") },
-            AttributeValue::Text(text) => return BatchLabel { name, value: BatchText::Borrowed(text) },
-            AttributeValue::Bool(flag) => {
-                return BatchLabel { name, value: BatchText::Borrowed(if flag { "true" } else { "false" }) }
-            }
+            AttributeValue::Empty => {}
+            AttributeValue::Text(text) => format.push_str(text),
+            AttributeValue::Bool(flag) => format.push_str(if flag { "true" } else { "false" }),
             AttributeValue::Int(number) => {
                 let _ = write!(format, "{number}");
             }
@@ -487,7 +497,7 @@ impl<'a, 'b> SampleWriter<'a, 'b> {
             AttributeValue::Bytes(bytes) => base64::engine::general_purpose::STANDARD.encode_string(bytes, format),
             AttributeValue::Decoded(value) => write_any_value(value, format),
         }
-        BatchLabel { name, value: self.batch.push_text(&self.scratch.format) }
+        self.batch.push_text(&self.scratch.format)
     }
 
     /// An `le` or `quantile` label, its bound formatted as Prometheus writes bounds.
@@ -507,7 +517,7 @@ impl<'a, 'b> SampleWriter<'a, 'b> {
 }
 
 /// Checks one label against the name and value limits and keeps it if it passes.
-#[inline]
+#[inline(always)]
 fn check_label<'a>(
     limits: &ConvertLimits,
     batch: &DecodedBatch<'a>,

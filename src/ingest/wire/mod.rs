@@ -85,9 +85,6 @@ pub fn decode_request<'a>(
     Ok(())
 }
 
-/// Walks one data point of a metric's type.
-type PointWalk<'a, 'b> = fn(&mut Walker<'a, 'b>, &'a [u8]) -> WireResult<()>;
-
 /// Whose attributes are being read.
 #[derive(Clone, Copy)]
 enum AttributeOwner {
@@ -183,7 +180,7 @@ impl<'a> Walker<'a, '_> {
         Ok(())
     }
 
-    #[inline]
+    #[inline(always)]
     fn attribute(&mut self, owner: AttributeOwner, name: &'a str, value: AttributeValue<'a, '_>) {
         match owner {
             AttributeOwner::Resource => self.writer.resource_attribute(name, value),
@@ -338,17 +335,29 @@ impl<'a> Walker<'a, '_> {
             Ok(())
         })();
         let walked = parsed.and_then(|()| {
-            let (data, point): (MetricData, PointWalk<'a, '_>) = match data_tag {
-                field::metric::GAUGE => (MetricData::Gauge, Self::number_point),
-                field::metric::SUM => (MetricData::Sum { temporality, is_monotonic }, Self::number_point),
-                field::metric::HISTOGRAM => (MetricData::Histogram { temporality }, Self::histogram_point),
-                field::metric::EXPONENTIAL_HISTOGRAM => {
-                    (MetricData::ExponentialHistogram { temporality }, Self::exponential_histogram_point)
+            let points = data_points.iter();
+            match data_tag {
+                field::metric::GAUGE => {
+                    self.writer.begin_metric(name, MetricData::Gauge);
+                    points.copied().try_for_each(|bytes| self.number_point(bytes))
                 }
-                _ => (MetricData::Summary, Self::summary_point),
-            };
-            self.writer.begin_metric(name, data);
-            data_points.iter().try_for_each(|&bytes| point(self, bytes))
+                field::metric::SUM => {
+                    self.writer.begin_metric(name, MetricData::Sum { temporality, is_monotonic });
+                    points.copied().try_for_each(|bytes| self.number_point(bytes))
+                }
+                field::metric::HISTOGRAM => {
+                    self.writer.begin_metric(name, MetricData::Histogram { temporality });
+                    points.copied().try_for_each(|bytes| self.histogram_point(bytes))
+                }
+                field::metric::EXPONENTIAL_HISTOGRAM => {
+                    self.writer.begin_metric(name, MetricData::ExponentialHistogram { temporality });
+                    points.copied().try_for_each(|bytes| self.exponential_histogram_point(bytes))
+                }
+                _ => {
+                    self.writer.begin_metric(name, MetricData::Summary);
+                    points.copied().try_for_each(|bytes| self.summary_point(bytes))
+                }
+            }
         });
         self.scratch.data_point_slices = data_points;
         walked
