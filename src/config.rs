@@ -69,7 +69,7 @@ pub struct ServeArgs {
     #[arg(long, env = "OTELSCALE_MAX_METRIC_NAME_BYTES", default_value_t = 512)]
     pub max_metric_name_bytes: usize,
     /// How far in the future a point's timestamp may be.
-    #[arg(long, env = "OTELSCALE_MAX_FUTURE_SKEW", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "OTELSCALE_MAX_FUTURE_SKEW", default_value = "10s", value_parser = parse_duration)]
     pub max_future_skew: Duration,
     /// Most concurrent StreamIsActive streams.
     #[arg(long, env = "OTELSCALE_MAX_STREAMS", default_value_t = 10_000)]
@@ -151,6 +151,67 @@ pub struct ServeArgs {
     /// `otelscale=debug,tower=warn`. `RUST_LOG` is used when this is not set.
     #[arg(long, env = "OTELSCALE_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Longest time a client may take to send a request's head: an HTTP/1.1 request line and
+    /// headers (from its first byte, or from the accept), an HTTP/2 connection's preface and
+    /// first request. A client that takes longer is disconnected.
+    #[arg(long, env = "OTELSCALE_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Longest time a connection may stay open with no request in flight (HTTP/1.1 keep-alive,
+    /// HTTP/2 with no open stream). An open StreamIsActive stream is a request in flight.
+    #[arg(long, env = "OTELSCALE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Slowest request body accepted: after a grace of --header-read-timeout, a body must keep
+    /// arriving at least this fast (bytes per second, averaged from its start) or it is cut off.
+    #[arg(long, env = "OTELSCALE_MIN_BODY_BYTES_PER_SECOND", default_value_t = 16 * 1024)]
+    pub min_body_bytes_per_second: u64,
+    /// Longest time writing one answer may take before the connection is closed.
+    #[arg(long, env = "OTELSCALE_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+    /// Most concurrent HTTP/2 streams per connection on the OTLP/gRPC port (the scaler port
+    /// allows at least --max-streams plus 256, since KEDA multiplexes every trigger's streams
+    /// over one connection).
+    #[arg(long, env = "OTELSCALE_MAX_CONCURRENT_STREAMS", default_value_t = 128)]
+    pub max_concurrent_streams: u32,
+    /// Largest request head: HTTP/1.1 request line and headers, HTTP/2 header list.
+    #[arg(long, env = "OTELSCALE_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+    /// Time between HTTP/2 keep-alive pings the server sends on an otherwise silent connection.
+    #[arg(long, env = "OTELSCALE_HTTP2_KEEPALIVE_INTERVAL", default_value = "20s", value_parser = parse_duration)]
+    pub http2_keepalive_interval: Duration,
+    /// How long an HTTP/2 keep-alive ping may go unanswered before the connection is closed.
+    #[arg(long, env = "OTELSCALE_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http2_keepalive_timeout: Duration,
+    /// At SIGTERM, how long in-flight requests may take to finish; then the remaining
+    /// connections are closed and the final snapshot is written regardless. Keep it well under
+    /// the pod's termination grace period.
+    #[arg(long, env = "OTELSCALE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// How long a large request may wait for room in the ingest workers' queue before it is
+    /// refused as retryable (gRPC UNAVAILABLE, HTTP 503 with Retry-After).
+    #[arg(long, env = "OTELSCALE_INGEST_QUEUE_WAIT", default_value = "500ms", value_parser = parse_duration)]
+    pub ingest_queue_wait: Duration,
+    /// Most bytes the store may hold (label strings, keys, samples and index); points of new
+    /// series beyond it are rejected. Set it to about 70% of the container's memory limit.
+    #[arg(long, env = "OTELSCALE_MAX_STORE_BYTES", default_value_t = 4 * 1024 * 1024 * 1024)]
+    pub max_store_bytes: usize,
+    /// Most bytes of one series' identity (metric name plus label names and values).
+    #[arg(long, env = "OTELSCALE_MAX_SERIES_KEY_BYTES", default_value_t = 8 * 1024)]
+    pub max_series_key_bytes: usize,
+    /// Most series of one metric, so one runaway metric cannot take every series slot.
+    #[arg(long, env = "OTELSCALE_MAX_SERIES_PER_METRIC", default_value_t = 250_000)]
+    pub max_series_per_metric: usize,
+    /// Most series one query may visit; a query over more fails with a clear error.
+    #[arg(long, env = "OTELSCALE_MAX_QUERY_SERIES", default_value_t = 1_000_000)]
+    pub max_query_series: usize,
+    /// Longest time one query evaluation may take; a slower one fails with a clear error.
+    #[arg(long, env = "OTELSCALE_QUERY_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub query_timeout: Duration,
+    /// Admin API queries evaluated at once (off the async runtime); more wait, then get 503.
+    #[arg(long, env = "OTELSCALE_ADMIN_QUERY_CONCURRENCY", default_value_t = 2)]
+    pub admin_query_concurrency: usize,
+    /// Most series one `/api/v1/series` answer lists (its `limit` parameter may ask for fewer).
+    #[arg(long, env = "OTELSCALE_MAX_SERIES_LIST", default_value_t = 10_000)]
+    pub max_series_list: usize,
     /// OTLP/gRPC endpoint (e.g. `http://otel-collector:4317`) the server pushes its own metrics to.
     #[arg(long, env = "OTELSCALE_SELF_OTLP_ENDPOINT")]
     pub self_otlp_endpoint: Option<String>,
@@ -258,7 +319,39 @@ pub struct Config {
     pub snapshot: Option<SnapshotConfig>,
     pub tls: TlsConfig,
     pub self_export: Option<SelfExportConfig>,
+    /// Per-connection deadlines and HTTP limits of every port.
+    pub connection_limits: ConnectionLimits,
+    pub shutdown_timeout: Duration,
+    pub ingest_queue_wait: Duration,
+    pub store_bytes_max: usize,
+    pub series_key_bytes_max: usize,
+    pub series_per_metric_max: usize,
+    /// Series one query may visit.
+    pub query_series_max: usize,
+    pub query_timeout: Duration,
+    pub admin_query_concurrency: usize,
+    pub series_list_max: usize,
 }
+
+/// What a connection may cost on any port, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub min_body_bytes_per_second: u64,
+    pub write_timeout: Duration,
+    /// HTTP/2 streams per connection on the OTLP/gRPC and admin ports.
+    pub concurrent_streams_max: u32,
+    /// HTTP/2 streams per connection on the scaler port: at least `--max-streams` + 256.
+    pub scaler_concurrent_streams_max: u32,
+    pub header_bytes_max: usize,
+    pub http2_keepalive_interval: Duration,
+    pub http2_keepalive_timeout: Duration,
+}
+
+/// Streams per scaler connection beyond `--max-streams`: KEDA's GetMetrics and IsActive calls
+/// share the connection with every StreamIsActive stream.
+pub const SCALER_STREAM_HEADROOM: u32 = 256;
 
 /// `--snapshot-*`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,7 +455,57 @@ impl ServeArgs {
             Some(endpoint) => Some(SelfExportConfig { endpoint: endpoint.clone(), interval: self.self_otlp_interval }),
             None => None,
         };
+        for (flag, interval) in [
+            ("header-read-timeout", self.header_read_timeout),
+            ("idle-timeout", self.idle_timeout),
+            ("write-timeout", self.write_timeout),
+            ("http2-keepalive-interval", self.http2_keepalive_interval),
+            ("http2-keepalive-timeout", self.http2_keepalive_timeout),
+            ("shutdown-timeout", self.shutdown_timeout),
+            ("query-timeout", self.query_timeout),
+        ] {
+            if interval < Duration::from_millis(10) {
+                return Err(ConfigError { flag, problem: "must be at least 10ms".into() });
+            }
+        }
+        if self.max_header_bytes < 1024 {
+            return Err(ConfigError { flag: "max-header-bytes", problem: "must be at least 1024".into() });
+        }
+        let streams_max = positive("max-streams", self.max_streams)?;
+        let concurrent_streams_max = u32::try_from(positive(
+            "max-concurrent-streams",
+            usize::try_from(self.max_concurrent_streams).unwrap_or(usize::MAX),
+        )?)
+        .unwrap_or(u32::MAX);
+        let connection_limits = ConnectionLimits {
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            min_body_bytes_per_second: self.min_body_bytes_per_second,
+            write_timeout: self.write_timeout,
+            concurrent_streams_max,
+            scaler_concurrent_streams_max: u32::try_from(streams_max)
+                .unwrap_or(u32::MAX)
+                .saturating_add(SCALER_STREAM_HEADROOM)
+                .max(concurrent_streams_max),
+            header_bytes_max: self.max_header_bytes,
+            http2_keepalive_interval: self.http2_keepalive_interval,
+            http2_keepalive_timeout: self.http2_keepalive_timeout,
+        };
+        let series_key_bytes_max = positive("max-series-key-bytes", self.max_series_key_bytes)?;
+        if self.max_store_bytes < 1024 * 1024 {
+            return Err(ConfigError { flag: "max-store-bytes", problem: "must be at least 1048576 (1 MiB)".into() });
+        }
         Ok(Config {
+            connection_limits,
+            shutdown_timeout: self.shutdown_timeout,
+            ingest_queue_wait: self.ingest_queue_wait,
+            store_bytes_max: self.max_store_bytes,
+            series_key_bytes_max,
+            series_per_metric_max: positive("max-series-per-metric", self.max_series_per_metric)?,
+            query_series_max: positive("max-query-series", self.max_query_series)?,
+            query_timeout: self.query_timeout,
+            admin_query_concurrency: positive("admin-query-concurrency", self.admin_query_concurrency)?,
+            series_list_max: positive("max-series-list", self.max_series_list)?,
             tls,
             self_export,
             snapshot,
@@ -378,7 +521,7 @@ impl ServeArgs {
             label_value_bytes_max: positive("max-label-value-bytes", self.max_label_value_bytes)?,
             metric_name_bytes_max: positive("max-metric-name-bytes", self.max_metric_name_bytes)?,
             future_skew_ms_max: duration_ms("max-future-skew", self.max_future_skew)?,
-            streams_max: positive("max-streams", self.max_streams)?,
+            streams_max,
             connections_max: positive("max-connections", self.max_connections)?,
             query_limits: QueryLimits {
                 query_bytes_max: positive("max-query-bytes", self.max_query_bytes)?,
@@ -440,6 +583,29 @@ mod tests {
         assert_eq!(config.admin_addr.port(), 8080);
         assert_eq!(config.io_uring, IoUringMode::Auto);
         assert!(config.http_worker_count >= 1);
+        assert_eq!(config.future_skew_ms_max, 10_000);
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(20));
+        let connection = config.connection_limits;
+        assert_eq!(connection.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(connection.concurrent_streams_max, 128);
+        assert_eq!(connection.scaler_concurrent_streams_max, 10_000 + SCALER_STREAM_HEADROOM);
+        assert_eq!(config.series_per_metric_max, 250_000);
+    }
+
+    #[test]
+    fn connection_and_cost_limits_are_validated() {
+        assert_eq!(parse(&["--header-read-timeout", "1ms"]).unwrap_err().flag, "header-read-timeout");
+        assert_eq!(parse(&["--shutdown-timeout", "0s"]).unwrap_err().flag, "shutdown-timeout");
+        assert_eq!(parse(&["--max-concurrent-streams", "0"]).unwrap_err().flag, "max-concurrent-streams");
+        assert_eq!(parse(&["--max-header-bytes", "100"]).unwrap_err().flag, "max-header-bytes");
+        assert_eq!(parse(&["--max-store-bytes", "1000"]).unwrap_err().flag, "max-store-bytes");
+        assert_eq!(parse(&["--max-series-per-metric", "0"]).unwrap_err().flag, "max-series-per-metric");
+        assert_eq!(parse(&["--admin-query-concurrency", "0"]).unwrap_err().flag, "admin-query-concurrency");
+        // The scaler port always has room for every stream KEDA may open plus its calls.
+        let config = parse(&["--max-streams", "10", "--max-concurrent-streams", "500"]).unwrap();
+        assert_eq!(config.connection_limits.scaler_concurrent_streams_max, 500);
+        let config = parse(&["--max-streams", "1000", "--max-concurrent-streams", "16"]).unwrap();
+        assert_eq!(config.connection_limits.scaler_concurrent_streams_max, 1000 + SCALER_STREAM_HEADROOM);
     }
 
     fn parse(args: &[&str]) -> Result<Config, ConfigError> {

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod ingest;
 pub mod outcome;
+pub mod panics;
 pub mod query;
 pub mod scaler;
 pub mod self_export;

@@ -1,5 +1,5 @@
 //! The words ingest and telemetry share: which receiver a request came through, why a point
-//! was not stored, what one export did and how an OTLP request ended. A leaf module: it depends
+//! was not stored, what one export did, how an OTLP request ended, and where a panic was caught. A leaf module: it depends
 //! on nothing of the crate, so ingest can record into telemetry and telemetry can name ingest's
 //! outcomes without either importing the other.
 
@@ -153,6 +153,47 @@ impl RequestOutcome {
             RequestOutcome::TooLarge => "too_large",
             RequestOutcome::Unsupported => "unsupported",
             RequestOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// Where a panic was caught (the `site` label of `otelscale_panics_total`). Every worker and
+/// handler boundary catches panics, counts them here, answers its request with an internal error
+/// and keeps serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PanicSite {
+    /// Decoding or appending a body on an ingest worker thread.
+    IngestWorker,
+    /// Decoding or appending a body inline (small bodies, the io_uring back-end).
+    IngestInline,
+    /// An OTLP/gRPC, scaler or admin request handler.
+    Handler,
+    /// An admin or scaler query evaluation.
+    Query,
+    /// A StreamIsActive stream task.
+    Stream,
+    /// Any other background task (retention, snapshots, self-export).
+    Background,
+}
+
+impl PanicSite {
+    pub const ALL: [PanicSite; 6] = [
+        PanicSite::IngestWorker,
+        PanicSite::IngestInline,
+        PanicSite::Handler,
+        PanicSite::Query,
+        PanicSite::Stream,
+        PanicSite::Background,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PanicSite::IngestWorker => "ingest_worker",
+            PanicSite::IngestInline => "ingest_inline",
+            PanicSite::Handler => "handler",
+            PanicSite::Query => "query",
+            PanicSite::Stream => "stream",
+            PanicSite::Background => "background",
         }
     }
 }

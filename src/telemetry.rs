@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use crate::outcome::{ExportOutcome, RejectReason, RequestOutcome, Transport};
+use crate::outcome::{ExportOutcome, PanicSite, RejectReason, RequestOutcome, Transport};
 use crate::store::Store;
 
 /// The KEDA external scaler methods.
@@ -71,6 +71,7 @@ pub struct Telemetry {
     snapshots: SnapshotTelemetry,
     self_exports: AtomicU64,
     self_export_failures: AtomicU64,
+    panics: [AtomicU64; PanicSite::ALL.len()],
     started_at: StartTime,
 }
 
@@ -157,6 +158,15 @@ impl Telemetry {
         let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
         self.snapshots.restore_duration_ns.store(nanos, Ordering::Relaxed);
         self.snapshots.restored_series.store(series, Ordering::Relaxed);
+    }
+
+    /// A panic was caught at `site` (the request got an internal error; the worker lives on).
+    pub fn record_panic(&self, site: PanicSite) {
+        self.panics[site as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn panics(&self, site: PanicSite) -> u64 {
+        self.panics[site as usize].load(Ordering::Relaxed)
     }
 
     pub fn points_rejected(&self, reason: RejectReason) -> u64 {
@@ -310,6 +320,11 @@ impl Telemetry {
             GaugeValue::from_count(load(&snapshots.restored_series)),
         ));
 
+        families.push(MetricFamily::counter(
+            "otelscale_panics_total",
+            "Panics caught at a worker or handler boundary, by site (each answered as an internal error).",
+            PanicSite::ALL.iter().map(|&site| Point::new(vec![("site", site.as_str())], self.panics(site))).collect(),
+        ));
         families.push(MetricFamily::counter_value(
             "otelscale_self_exports_total",
             "Pushes of these metrics to --self-otlp-endpoint that succeeded.",
