@@ -37,6 +37,7 @@ KIND_ORDER = [
     "Service",
     "Deployment",
     "PodDisruptionBudget",
+    "NetworkPolicy",
     "ServiceMonitor",
 ]
 

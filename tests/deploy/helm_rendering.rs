@@ -98,6 +98,26 @@ fn helm_renders_the_committed_manifests_and_every_option() {
     let endpoint = &the_one(&documents, "ServiceMonitor")["spec"]["endpoints"][0];
     assert_eq!(endpoint["port"].as_str(), Some("admin"));
     assert_eq!(endpoint["path"].as_str(), Some("/metrics"));
+    // The NetworkPolicy admits the Collector to the OTLP ports and KEDA to the scaler port, by
+    // the container ports' names; `adminFrom: []` admits no pod to the admin port.
+    let policy = &the_one(&documents, "NetworkPolicy")["spec"];
+    assert_eq!(policy["podSelector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"]);
+    let rules = policy["ingress"].as_sequence().unwrap();
+    let ports_of = |rule: &Value| -> Vec<String> {
+        rule["ports"].as_sequence().unwrap().iter().map(|port| port["port"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!(ports_of(&rules[0]), ["otlp-grpc", "otlp-http"]);
+    assert_eq!(rules[0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"], "opentelemetry-collector");
+    assert_eq!(ports_of(&rules[1]), ["scaler"]);
+    assert_eq!(rules[1]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"], "keda");
+    let named_ports = container_ports(container(deployment));
+    for rule in rules {
+        for port in ports_of(rule) {
+            assert!(named_ports.contains_key(&port), "the NetworkPolicy names port {port}, which the pod lacks");
+        }
+    }
+
     // The TLS paths set in config name files the chart mounts.
     let mounted = mounted_secret_files(deployment);
     for port in TLS_PORTS {
