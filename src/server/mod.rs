@@ -3,9 +3,9 @@
 //! them fails, then drains in-flight requests within `--shutdown-timeout`, closes whatever is
 //! left, and writes the final snapshot.
 //!
-//! The connection lifecycle lives here for every port: [`registry`] (admission at
+//! The connection lifecycle lives here for every port: `registry.rs` (admission at
 //! `--max-connections` with eviction, each connection's phase, closing from outside),
-//! [`deadlines`] (the header, idle, body-rate and write deadlines, one policy), `port.rs` (the
+//! `deadlines.rs` (the header, idle, body-rate and write deadlines, one policy), `port.rs` (the
 //! hyper-served ports: OTLP/gRPC, scaler, admin), `service.rs` (requests in flight and the
 //! handler panic boundary), `body.rs` and `io.rs` (the body rate and write timeout on the wire),
 //! `accept.rs` (which accept errors are fatal). The OTLP/HTTP receiver (`ingest::http1`) drives
@@ -126,7 +126,9 @@ fn retention_interval(retention_ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(retention_ms / 8).unwrap_or(0).clamp(250, 5_000))
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and drains in-flight requests.
+/// Serves until `shutdown` resolves or a port fails, then stops accepting, drains in-flight
+/// requests for at most `config.shutdown_timeout`, closes the connections left, and writes the
+/// final snapshot. A port that failed is the error returned (`ServerError::Stopped`, naming it).
 pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let config = Arc::new(config);
     let store = Arc::new(Store::new(config.store_config()));

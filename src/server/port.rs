@@ -7,8 +7,9 @@
 //! - on both, through the connection's [`TrackedConnection`] in the port's registry and a
 //!   watchdog in its task: the header deadline while unfinished (from the accept, the end of
 //!   the TLS handshake, or an HTTP/1.1 request's first byte), the idle timeout while nothing is in
-//!   flight, none while busy (an open StreamIsActive stream is busy, not idle); the request
-//!   body rate ([`super::body::RateLimitedBody`]) and the write timeout ([`WatchedIo`]).
+//!   flight (then a graceful close: HTTP/2 GOAWAY), none while busy (an open StreamIsActive
+//!   stream is busy, not idle); the request body rate ([`super::body::RateLimitedBody`]) and the
+//!   write timeout ([`WatchedIo`]).
 //!
 //! Shutdown: the accept loop stops; each connection gets hyper's graceful shutdown (HTTP/2
 //! GOAWAY, HTTP/1.1 close after the current answer), an unfinished one is closed at once, and
@@ -127,7 +128,6 @@ where
             Error = std::convert::Infallible,
         > + Clone
         + Send
-        + Sync
         + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
@@ -158,7 +158,6 @@ where
             Error = std::convert::Infallible,
         > + Clone
         + Send
-        + Sync
         + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
@@ -245,6 +244,9 @@ where
         let settings = &self.settings;
         let limits = &settings.limits;
         let deadlines = Deadlines::new(limits);
+        // A graceful close waits for the client to answer a ping (HTTP/2), as long as a
+        // keep-alive ping may go unanswered.
+        let closing_grace = limits.http2_keepalive_timeout;
         let reports_input = settings.protocol == Protocol::Http1;
         let io = TokioIo::new(WatchedIo::new(io, Arc::clone(&connection), reports_input, limits.write_timeout));
         let service = ConnectionService::new(self.router, Arc::clone(&connection), Arc::clone(&settings.service));
@@ -258,7 +260,7 @@ where
                     .keep_alive_interval(limits.http2_keepalive_interval)
                     .keep_alive_timeout(limits.http2_keepalive_timeout);
                 let served = builder.serve_connection(io, service);
-                watch(served, &connection, &deadlines, &self.shutdown).await
+                watch(served, &connection, &deadlines, closing_grace, &self.shutdown).await
             }
             Protocol::Http1 => {
                 let mut builder = hyper::server::conn::http1::Builder::new();
@@ -271,7 +273,7 @@ where
                     .max_headers(HTTP1_HEADER_COUNT_MAX)
                     .max_buf_size(limits.header_bytes_max.max(HTTP1_READ_BUFFER_MIN));
                 let served = builder.serve_connection(io, service);
-                watch(served, &connection, &deadlines, &self.shutdown).await
+                watch(served, &connection, &deadlines, closing_grace, &self.shutdown).await
             }
         };
         let (phase, since) = connection.phase();
@@ -345,24 +347,38 @@ impl std::fmt::Display for ConnectionEnd {
     }
 }
 
-/// Drives `served` until it ends, its phase deadline passes, or it is closed from outside;
-/// at shutdown starts its graceful shutdown. Returning drops the connection: the socket closes.
+/// Drives `served` until it ends, its phase deadline passes, or it is closed from outside; at
+/// shutdown starts its graceful shutdown. A connection idle too long is closed gracefully too
+/// (HTTP/2 GOAWAY, so a client racing it retries elsewhere), within `closing_grace`. Returning
+/// drops the connection: the socket closes.
 async fn watch<C: ServerConnection>(
     served: C,
     connection: &TrackedConnection,
     deadlines: &Deadlines,
+    closing_grace: Duration,
     shutdown: &CancellationToken,
 ) -> ConnectionEnd {
     let mut served = pin!(served);
-    let mut draining = false;
+    let mut shutting_down = false;
+    // Set when an idle connection's graceful close began: unless busy again, it ends by then.
+    let mut close_by: Option<Instant> = None;
     loop {
         let changed = connection.changed();
         let (phase, since) = connection.phase();
-        if draining && phase == Phase::Unfinished {
+        if shutting_down && phase == Phase::Unfinished {
             return ConnectionEnd::Shutdown;
         }
-        let deadline = deadlines.phase_deadline(phase, since);
-        if deadline.is_some_and(|deadline| deadline <= Instant::now()) {
+        let deadline = match close_by {
+            Some(close_by) if phase != Phase::Busy => Some(close_by),
+            _ => deadlines.phase_deadline(phase, since),
+        };
+        let now = Instant::now();
+        if deadline.is_some_and(|deadline| deadline <= now) {
+            if phase == Phase::Idle && close_by.is_none() {
+                served.as_mut().graceful_shutdown();
+                close_by = Some(super::deadlines::after(now, closing_grace));
+                continue;
+            }
             return ConnectionEnd::DeadlinePassed;
         }
         let sleep = async {
@@ -380,8 +396,8 @@ async fn watch<C: ServerConnection>(
                     Err(err) => ConnectionEnd::Failed(err),
                 };
             }
-            () = shutdown.cancelled(), if !draining => {
-                draining = true;
+            () = shutdown.cancelled(), if !shutting_down => {
+                shutting_down = true;
                 served.as_mut().graceful_shutdown();
             }
             () = changed => {}

@@ -2,16 +2,19 @@
 //! [`Phase`] (what its deadlines and eviction go by), and the signals that close connections
 //! from outside their tasks.
 //!
-//! At the limit, a new connection is admitted by closing the least recently active connection
-//! that is idle or unfinished (oldest phase start first): a flood of silent sockets cannot lock
-//! out the kubelet's probe or KEDA, and busy connections are never evicted. When every
-//! connection is busy, admission waits for one to end. Shutdown closes what is left past its
-//! deadline through [`ConnectionRegistry::close_all`].
+//! At the limit, a new connection is admitted by closing an unfinished or idle one: unfinished
+//! before idle (a connection that has completed a request has shown it is a client; one that has
+//! not may be a flood socket), the oldest first within each (by when its phase began). So a flood
+//! of silent sockets cannot lock out the kubelet's probe or KEDA, nor push out their idle
+//! keep-alive connections; busy connections are never evicted. When every connection is busy,
+//! admission waits for one to end or become idle. Shutdown closes what is left past its deadline
+//! through [`ConnectionRegistry::close_all`].
 //!
 //! Thread-safe: the io_uring workers (one runtime each) share their port's registry.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -60,8 +63,8 @@ pub(crate) struct TrackedConnection {
     changed: Notify,
     /// Cancelled when the connection must close now (evicted, or past the shutdown deadline).
     close: CancellationToken,
-    /// The registry's: woken when this connection becomes evictable, for a waiting admission.
-    room_changed: Arc<Notify>,
+    /// The registry's: signalled when this connection becomes evictable.
+    room: Arc<RoomSignal>,
 }
 
 impl TrackedConnection {
@@ -89,7 +92,7 @@ impl TrackedConnection {
             drop(state);
             self.changed.notify_one();
             if was_busy && phase != Phase::Busy {
-                self.room_changed.notify_waiters();
+                self.room.changed();
             }
         }
     }
@@ -116,7 +119,7 @@ impl TrackedConnection {
             state.since = Instant::now();
             drop(state);
             self.changed.notify_one();
-            self.room_changed.notify_waiters();
+            self.room.changed();
         }
     }
 
@@ -147,12 +150,18 @@ impl TrackedConnection {
         &self.close
     }
 
-    fn is_evictable(&self) -> Option<Instant> {
+    /// Where the connection stands in line for eviction (lowest first); `None` when it is busy
+    /// or already closing.
+    fn eviction_rank(&self) -> Option<(bool, Instant, u64)> {
         if self.close.is_cancelled() {
             return None;
         }
         let state = self.state.lock();
-        matches!(state.phase, Phase::Unfinished | Phase::Idle).then_some(state.since)
+        match state.phase {
+            Phase::Unfinished => Some((false, state.since, self.id)),
+            Phase::Idle => Some((true, state.since, self.id)),
+            Phase::Busy => None,
+        }
     }
 }
 
@@ -177,6 +186,40 @@ impl Drop for InFlight {
     }
 }
 
+/// Wakes admissions waiting for room: a connection left or became evictable. Only waiting
+/// admissions are woken, so a request ending costs an atomic load when the port is not full.
+#[derive(Debug, Default)]
+struct RoomSignal {
+    waiting: AtomicUsize,
+    notify: Notify,
+}
+
+impl RoomSignal {
+    fn changed(&self) {
+        // SeqCst pairs with the admission's increment: either it sees this change when it looks,
+        // or this sees it waiting.
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.notify.notify_waiters();
+        }
+    }
+}
+
+/// Counts an admission as waiting while it lives.
+struct Waiting<'a>(&'a RoomSignal);
+
+impl<'a> Waiting<'a> {
+    fn new(room: &'a RoomSignal) -> Self {
+        room.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(room)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Open {
     next_id: u64,
@@ -189,8 +232,8 @@ pub(crate) struct ConnectionRegistry {
     port: &'static str,
     connections_max: usize,
     open: Mutex<Open>,
-    /// Woken when a connection leaves or becomes evictable.
-    room_changed: Arc<Notify>,
+    /// Signalled when a connection leaves or becomes evictable.
+    room: Arc<RoomSignal>,
     /// The parent of every connection's close token.
     close_all: CancellationToken,
 }
@@ -212,7 +255,7 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.open.lock().by_id.remove(&self.connection.id);
-        self.registry.room_changed.notify_waiters();
+        self.registry.room.changed();
     }
 }
 
@@ -223,7 +266,7 @@ impl ConnectionRegistry {
             port,
             connections_max,
             open: Mutex::new(Open::default()),
-            room_changed: Arc::new(Notify::new()),
+            room: Arc::new(RoomSignal::default()),
             close_all: CancellationToken::new(),
         })
     }
@@ -241,12 +284,13 @@ impl ConnectionRegistry {
     }
 
     /// Admits the connection from `peer` (accepted just now; it starts unfinished). At the limit,
-    /// evicts the least recently active idle or unfinished connection and waits for it to leave;
-    /// when every connection is busy, waits for one to end.
+    /// evicts an unfinished or idle connection (see the module doc) and waits for it to leave;
+    /// when every connection is busy, waits until one can be evicted or leaves.
     pub(crate) async fn admit(self: &Arc<Self>, peer: SocketAddr) -> Registration {
         let mut victim: Option<Arc<TrackedConnection>> = None;
+        let _waiting = Waiting::new(&self.room);
         loop {
-            let room_changed = self.room_changed.notified();
+            let room_changed = self.room.notify.notified();
             tokio::pin!(room_changed);
             // Registered before the check, so a change in between wakes this wait.
             room_changed.as_mut().enable();
@@ -257,7 +301,7 @@ impl ConnectionRegistry {
                 }
                 let victim_pending = victim.as_ref().is_some_and(|victim| open.by_id.contains_key(&victim.id));
                 if !victim_pending {
-                    victim = Self::least_recently_active(&open);
+                    victim = Self::eviction_candidate(&open);
                     if let Some(victim) = &victim {
                         let (phase, since) = victim.phase();
                         tracing::debug!(
@@ -266,7 +310,7 @@ impl ConnectionRegistry {
                             evicted_peer = %victim.peer,
                             phase = phase.as_str(),
                             phase_age_ms = since.elapsed().as_millis() as u64,
-                            "at the connection limit: closing the least recently active idle or unfinished connection"
+                            "at the connection limit: closing an unfinished or idle connection to admit a new one"
                         );
                         victim.close.cancel();
                     }
@@ -285,18 +329,19 @@ impl ConnectionRegistry {
             state: Mutex::new(PhaseState { phase: Phase::Unfinished, since: Instant::now(), in_flight: 0 }),
             changed: Notify::new(),
             close: self.close_all.child_token(),
-            room_changed: Arc::clone(&self.room_changed),
+            room: Arc::clone(&self.room),
         });
         open.by_id.insert(id, Arc::clone(&connection));
         Registration { registry: Arc::clone(self), connection }
     }
 
-    fn least_recently_active(open: &Open) -> Option<Arc<TrackedConnection>> {
+    /// The unfinished connection whose phase began first, else the idle one.
+    fn eviction_candidate(open: &Open) -> Option<Arc<TrackedConnection>> {
         open.by_id
             .values()
-            .filter_map(|connection| connection.is_evictable().map(|since| (since, connection.id, connection)))
-            .min_by_key(|(since, id, _)| (*since, *id))
-            .map(|(_, _, connection)| Arc::clone(connection))
+            .filter_map(|connection| connection.eviction_rank().map(|rank| (rank, connection)))
+            .min_by_key(|(rank, _)| *rank)
+            .map(|(_, connection)| Arc::clone(connection))
     }
 
     /// Closes every connection now, and every one admitted from now on (the shutdown deadline).
@@ -306,8 +351,9 @@ impl ConnectionRegistry {
 
     /// Resolves once no connection is open.
     pub(crate) async fn all_closed(&self) {
+        let _waiting = Waiting::new(&self.room);
         loop {
-            let room_changed = self.room_changed.notified();
+            let room_changed = self.room.notify.notified();
             tokio::pin!(room_changed);
             room_changed.as_mut().enable();
             if self.open.lock().by_id.is_empty() {
@@ -334,30 +380,45 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn at_the_limit_the_least_recently_active_idle_or_unfinished_connection_is_evicted() {
-        let registry = ConnectionRegistry::new("test", 3);
+    async fn at_the_limit_unfinished_connections_are_evicted_oldest_first_then_idle_ones() {
+        let registry = ConnectionRegistry::new("test", 4);
         let busy = bounded(registry.admit(peer(1))).await;
         let _in_flight = busy.connection().request_started();
         let idle = bounded(registry.admit(peer(2))).await;
-        let unfinished = bounded(registry.admit(peer(3))).await;
+        let older_unfinished = bounded(registry.admit(peer(3))).await;
+        let newer_unfinished = bounded(registry.admit(peer(4))).await;
         let base = Instant::now();
-        // The idle one has been idle longer than the unfinished one has been unfinished.
+        // The idle one has been idle longer than either unfinished one has been unfinished.
         idle.connection().set_phase(Phase::Idle, base);
-        unfinished.connection().set_phase(Phase::Unfinished, base + Duration::from_secs(1));
-        assert_eq!(registry.open_count(), 3);
+        older_unfinished.connection().set_phase(Phase::Unfinished, base + Duration::from_secs(1));
+        newer_unfinished.connection().set_phase(Phase::Unfinished, base + Duration::from_secs(2));
 
-        let admitting = tokio::spawn({
+        let admit = |port| {
             let registry = Arc::clone(&registry);
-            async move { registry.admit(peer(4)).await }
-        });
-        bounded(idle.connection().closed()).await;
-        assert!(!unfinished.connection().close_token().is_cancelled());
-        assert!(!busy.connection().close_token().is_cancelled());
+            tokio::spawn(async move { registry.admit(peer(port)).await })
+        };
+        let fifth = admit(5);
+        bounded(older_unfinished.connection().closed()).await;
+        for untouched in [&idle, &newer_unfinished, &busy] {
+            assert!(!untouched.connection().close_token().is_cancelled());
+        }
         // The evicted connection's task ends; the new one takes its place.
+        drop(older_unfinished);
+        let fifth = bounded(fifth).await.unwrap();
+        assert_eq!((registry.open_count(), fifth.connection().phase().0), (4, Phase::Unfinished));
+        // Then the remaining unfinished ones (the newest included), before the idle one.
+        fifth.connection().set_phase(Phase::Unfinished, base + Duration::from_secs(3));
+        let sixth = admit(6);
+        bounded(newer_unfinished.connection().closed()).await;
+        drop(newer_unfinished);
+        let sixth = bounded(sixth).await.unwrap();
+        sixth.connection().set_phase(Phase::Busy, base);
+        fifth.connection().set_phase(Phase::Busy, base);
+        let seventh = admit(7);
+        bounded(idle.connection().closed()).await;
+        assert!(!busy.connection().close_token().is_cancelled(), "a busy connection is never evicted");
         drop(idle);
-        let fourth = bounded(admitting).await.unwrap();
-        assert_eq!((registry.open_count(), fourth.connection().peer()), (3, peer(4)));
-        assert_eq!(fourth.connection().phase().0, Phase::Unfinished);
+        assert_eq!(bounded(seventh).await.unwrap().connection().peer(), peer(7));
     }
 
     #[tokio::test]

@@ -131,7 +131,8 @@ async fn an_idle_flood_at_the_connection_limit_cannot_lock_out_healthz_or_get_me
     server.stop().await;
 }
 
-/// Row 4: silent connections on every port, an idle keep-alive connection, and clients dripping
+/// Row 4: silent connections on every port, idle keep-alive connections (HTTP/1.1, and HTTP/2 not
+/// reading any more), and clients dripping
 /// an OTLP/HTTP head, an OTLP/HTTP body and an admin head are closed on their deadlines (408
 /// where a request was under way on OTLP/HTTP), on both OTLP/HTTP back-ends.
 #[tokio::test]
@@ -140,9 +141,13 @@ async fn silent_and_dripping_connections_are_closed_on_their_deadlines() {
         let server = TestServer::start_http(backend, |config| {
             with_deadlines(config, SHORT_DEADLINE, SHORT_DEADLINE);
             config.connection_limits.min_body_bytes_per_second = 1024;
+            // How long an idle HTTP/2 connection's graceful close may wait for its ping answer.
+            config.connection_limits.http2_keepalive_timeout = SHORT_DEADLINE;
         })
         .await;
         let context = format!("{backend:?}");
+        // An HTTP/2 connection that made a call, then stopped reading (no GOAWAY or PING answered).
+        let mut idle_scaler = idle_h2_connection(server.scaler).await;
         let mut silent = Vec::new();
         for addr in [server.admin, server.scaler, server.otlp_grpc, server.otlp_http] {
             silent.push(TcpStream::connect(addr).await.unwrap());
@@ -166,6 +171,7 @@ async fn silent_and_dripping_connections_are_closed_on_their_deadlines() {
             assert!(closed_by_peer(socket).await, "{context}: silent socket {idx} was not closed");
         }
         assert!(idle.is_closed_by_server().await, "{context}: the idle keep-alive connection was not closed");
+        assert!(closed_by_peer(&mut idle_scaler).await, "{context}: the idle HTTP/2 connection was not closed");
         for (what, reader) in [("head", &mut head_reader), ("body", &mut body_reader)] {
             let answer =
                 read_until_closed(reader).await.unwrap_or_else(|| panic!("{context}: dripping {what} not cut off"));
@@ -206,6 +212,26 @@ async fn a_quiet_tls_connection_after_its_handshake_is_closed() {
     // Plaintext admin and the TLS scaler (a client that talks) still answer.
     let healthz = tokio::time::timeout(LIVENESS_DEADLINE, reqwest::get(server.admin_url("/healthz"))).await;
     assert!(matches!(healthz, Ok(Ok(ref response)) if response.status().is_success()), "{healthz:?}");
+    let get_metrics = async {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&certificates.ca_pem))
+            .domain_name("localhost");
+        let channel = tonic::transport::Channel::from_shared(format!("https://{}", server.scaler))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|err| err.to_string())?;
+        let request = otelscale::scaler::proto::GetMetricsRequest {
+            scaled_object_ref: Some(scaled_object(TRIGGER)),
+            metric_name: "m".into(),
+        };
+        let mut client = otelscale::scaler::proto::external_scaler_client::ExternalScalerClient::new(channel);
+        client.get_metrics(request).await.map(|_| ()).map_err(|status| status.to_string())
+    };
+    let answered = tokio::time::timeout(LIVENESS_DEADLINE, get_metrics).await;
+    assert!(matches!(answered, Ok(Ok(()))), "GetMetrics over TLS: {answered:?}");
     server.stop().await;
 }
 
@@ -279,8 +305,10 @@ async fn shutdown_ends_within_its_deadline_whatever_clients_hold_and_writes_the_
             assert_eq!(response.status(), 200, "{context}");
             streams.push(response);
         }
-        // Let the resend timer fill the streams' channels (resends every 100 ms).
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        // The resend timer (every 100 ms) fills each stream's channel (4 messages), since the
+        // server cannot send them: from then on each stream task waits on a send.
+        let filled = server.wait_for_metric("otelscale_stream_messages_sent_total", 3.0 * 4.0).await;
+        assert!(filled >= 12.0, "{context}: the streams' channels did not fill: {filled} messages");
 
         let stopping = std::time::Instant::now();
         server.stop_within(SHUTDOWN_TIMEOUT + WAIT_DEADLINE).await.expect("a forced close is not an error");

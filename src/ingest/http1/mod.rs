@@ -11,11 +11,12 @@
 //!
 //! Both share the accept gate (the io_uring workers take turns so connections spread evenly),
 //! the port's connection registry (`server::registry`: `--max-connections` across all workers,
-//! with the least recently active idle or unfinished connection evicted to admit a new one), the
-//! per-connection driver (`driver.rs`) with the connection deadlines of `server::deadlines`
-//! (header, idle, minimum body rate, write), and graceful shutdown: on cancel the workers stop
-//! accepting, close idle and unfinished connections, finish the requests in progress, then end;
-//! past the server's shutdown deadline the registry closes whatever is left.
+//! with an unfinished or idle connection evicted to admit a new one), the per-connection driver
+//! (`driver.rs`) with the connection deadlines of `server::deadlines` (header, idle, minimum body
+//! rate, write), the accept-error policy of `server` (a dead listener is reported at once through
+//! `RunningServer::failed`), and graceful shutdown: on cancel the workers stop accepting, close
+//! idle connections and unfinished heads, finish the requests in progress, then end; past the
+//! server's shutdown deadline the registry closes whatever is left.
 
 pub mod connection;
 mod driver;
@@ -101,7 +102,7 @@ struct ConnectionSettings {
 
 /// The back-end [`serve`] chose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     IoUring { worker_count: usize },
     Epoll,
 }
