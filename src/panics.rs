@@ -11,6 +11,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use futures_util::FutureExt as _;
 
@@ -37,6 +38,18 @@ pub async fn catch_async<F: Future>(
     future: F,
 ) -> Result<F::Output, PanicCaught> {
     AssertUnwindSafe(future).catch_unwind().await.map_err(|payload| caught(telemetry, site, payload))
+}
+
+/// Spawns `task` on the current tokio runtime with [`catch_async`] around it: a long-lived
+/// task's panic (a StreamIsActive stream's, at [`PanicSite::Stream`]) is counted and logged
+/// like a handler's instead of vanishing into its join handle.
+pub fn spawn_catching<F>(telemetry: Arc<Telemetry>, site: PanicSite, task: F) -> tokio::task::JoinHandle<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let _ = catch_async(&telemetry, site, task).await;
+    })
 }
 
 fn caught(telemetry: &Telemetry, site: PanicSite, payload: Box<dyn Any + Send>) -> PanicCaught {

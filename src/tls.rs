@@ -4,23 +4,22 @@
 //! certificate, key and optional client CA files whenever one of them changes on disk (checked
 //! every `--tls-reload-interval`). A file that does not load keeps the previous configuration in
 //! service, with a warning naming the file; connections already open keep the certificate they
-//! were accepted with. Handshakes run in their own tasks with a deadline, so a slow or silent
-//! client cannot hold up the accept loop.
+//! were accepted with. [`ReloadingTls::accept`] handshakes with its own deadline
+//! (`--tls-handshake-timeout`), inside the connection's task (`server/port.rs`,
+//! `ingest/http1/epoll.rs`), so a slow or silent client cannot hold up an accept loop; the
+//! handshaking connection is registered (counted, evictable, closed at shutdown) like any other,
+//! and after the handshake the same connection deadlines apply as on a plaintext port.
 
-use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsAcceptor;
-use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::TlsFiles;
@@ -29,9 +28,6 @@ use crate::config::TlsFiles;
 pub const ALPN_GRPC: &[&[u8]] = &[b"h2"];
 /// ALPN for OTLP/HTTP (HTTP/1.1 only).
 pub const ALPN_HTTP1: &[&[u8]] = &[b"http/1.1"];
-
-/// Connections whose handshake is done, waiting for the server to take them.
-const HANDSHAKEN_QUEUE: usize = 128;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -190,89 +186,4 @@ fn build_server_config(files: &TlsFiles, alpn: &[&[u8]]) -> Result<ServerConfig,
     })?;
     config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
     Ok(config)
-}
-
-/// The TLS connections of a gRPC port: handshakes of `plain` connections run concurrently, each
-/// within `timeout`; only completed ones come out. Ends when `plain` ends or `cancel` fires.
-pub fn incoming<S, P>(
-    plain: P,
-    tls: Arc<ReloadingTls>,
-    timeout: Duration,
-    cancel: CancellationToken,
-) -> impl Stream<Item = io::Result<TlsConnection<S>>> + Send + 'static
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    P: Stream<Item = io::Result<S>> + Send + 'static,
-{
-    let (ready_sender, ready) = tokio::sync::mpsc::channel::<io::Result<TlsConnection<S>>>(HANDSHAKEN_QUEUE);
-    tokio::spawn(async move {
-        let mut plain = std::pin::pin!(plain);
-        loop {
-            let next = tokio::select! {
-                next = plain.next() => next,
-                () = cancel.cancelled() => break,
-                () = ready_sender.closed() => break,
-            };
-            match next {
-                None => break,
-                Some(Err(err)) => {
-                    if ready_sender.send(Err(err)).await.is_err() {
-                        break;
-                    }
-                }
-                Some(Ok(stream)) => {
-                    let (tls, ready_sender) = (Arc::clone(&tls), ready_sender.clone());
-                    tokio::spawn(async move {
-                        if let Some(tls_stream) = tls.accept(stream, timeout).await {
-                            let _ = ready_sender.send(Ok(TlsConnection(tls_stream))).await;
-                        }
-                    });
-                }
-            }
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(ready)
-}
-
-/// A server-side TLS connection, usable as a tonic incoming connection.
-pub struct TlsConnection<S>(tokio_rustls::server::TlsStream<S>);
-
-impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected for TlsConnection<S> {
-    type ConnectInfo = S::ConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.get_ref().0.connect_info()
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsConnection<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsConnection<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
 }

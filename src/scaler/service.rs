@@ -128,7 +128,7 @@ impl ExternalScaler for ScalerService {
             metric_query = %trigger.query.query_text,
             "StreamIsActive opened"
         );
-        tokio::spawn(async move {
+        crate::panics::spawn_catching(Arc::clone(&self.telemetry), crate::outcome::PanicSite::Stream, async move {
             let _permit = permit;
             service.telemetry.stream_opened();
             let mut last_sent: Option<bool> = None;
@@ -138,7 +138,13 @@ impl ExternalScaler for ScalerService {
                 let active = service.is_active(&trigger).unwrap_or(false);
                 let now = tokio::time::Instant::now();
                 if last_sent != Some(active) || now >= resend_at {
-                    if sender.send(Ok(IsActiveResponse { result: active })).await.is_err() {
+                    // A client with a zero flow-control window fills the channel: shutdown must
+                    // still end the stream.
+                    let sent = tokio::select! {
+                        sent = sender.send(Ok(IsActiveResponse { result: active })) => sent.is_ok(),
+                        () = service.shutdown.cancelled() => false,
+                    };
+                    if !sent {
                         break;
                     }
                     service.telemetry.stream_message_sent();

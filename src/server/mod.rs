@@ -1,15 +1,36 @@
 //! Binds nothing itself: [`run`] takes already bound listeners (tests bind 127.0.0.1:0), serves
-//! OTLP/gRPC, OTLP/HTTP, the KEDA scaler and the admin port until `shutdown` resolves, then
-//! drains in-flight requests.
+//! OTLP/gRPC, OTLP/HTTP, the KEDA scaler and the admin port until `shutdown` resolves or one of
+//! them fails, then drains in-flight requests within `--shutdown-timeout`, closes whatever is
+//! left, and writes the final snapshot.
+//!
+//! The connection lifecycle lives here for every port: `registry.rs` (admission at
+//! `--max-connections` with eviction, each connection's phase, closing from outside),
+//! `deadlines.rs` (the header, idle, body-rate and write deadlines, one policy), `port.rs` (the
+//! hyper-served ports: OTLP/gRPC, scaler, admin), `service.rs` (requests in flight and the
+//! handler panic boundary), `body.rs` and `io.rs` (the body rate and write timeout on the wire),
+//! `accept.rs` (which accept errors are fatal). The OTLP/HTTP receiver (`ingest::http1`) drives
+//! its own HTTP/1.1 core but takes its registry, deadlines and accept policy from here.
 
-mod connection_limit;
+mod accept;
+mod body;
+pub(crate) mod deadlines;
+mod io;
+mod port;
+pub(crate) mod registry;
+mod service;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use accept::{is_transient as accept_error_is_transient, ACCEPT_ERROR_BACKOFF};
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::response::IntoResponse as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +45,18 @@ use crate::scaler::ScalerService;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 use crate::tls::{self, ReloadingTls};
-use connection_limit::LimitedListener;
+use body::SlowBodyError;
+use port::{PortSettings, Protocol, ServedPort};
+use registry::ConnectionRegistry;
+use service::ServiceSettings;
+
+/// A path whose handler panics on every port, compiled into test builds only.
+#[cfg(test)]
+pub(crate) const PANIC_TEST_PATH: &str = "/__otelscale_test/panic";
+
+/// After the shutdown deadline has closed every connection, how long their tasks may take to end
+/// (an io_uring worker finishing the body it is decoding) before the server goes on without them.
+const FORCED_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// The four listeners the server needs.
 #[derive(Debug)]
@@ -41,6 +73,9 @@ pub enum ServerError {
     Bind { purpose: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("{purpose} server failed: {message}")]
     Serve { purpose: &'static str, message: String },
+    /// A listener, its accept loop or its runtime failed while serving.
+    #[error("{purpose} stopped serving: {problem}")]
+    Stopped { purpose: &'static str, problem: String },
     #[error("cannot start the snapshot writer: {0}")]
     Snapshot(std::io::Error),
     #[error("TLS for {port}: {source}")]
@@ -71,24 +106,6 @@ impl PortTls {
     }
 }
 
-/// Serves a tonic router on plaintext or TLS connections.
-async fn serve_grpc(
-    router: tonic::transport::server::Router,
-    listener: LimitedListener,
-    tls: Option<Arc<ReloadingTls>>,
-    handshake_timeout: Duration,
-    cancel: CancellationToken,
-) -> Result<(), tonic::transport::Error> {
-    let plain = listener.into_stream();
-    match tls {
-        None => router.serve_with_incoming_shutdown(plain, cancel.cancelled_owned()).await,
-        Some(tls) => {
-            let incoming = tls::incoming(plain, tls, handshake_timeout, cancel.clone());
-            router.serve_with_incoming_shutdown(incoming, cancel.cancelled_owned()).await
-        }
-    }
-}
-
 impl Listeners {
     /// Binds the addresses of `config`.
     pub async fn bind(config: &Config) -> Result<Listeners, ServerError> {
@@ -109,7 +126,9 @@ fn retention_interval(retention_ms: i64) -> Duration {
     Duration::from_millis(u64::try_from(retention_ms / 8).unwrap_or(0).clamp(250, 5_000))
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and drains in-flight requests.
+/// Serves until `shutdown` resolves or a port fails, then stops accepting, drains in-flight
+/// requests for at most `config.shutdown_timeout`, closes the connections left, and writes the
+/// final snapshot. A port that failed is the error returned (`ServerError::Stopped`, naming it).
 pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let config = Arc::new(config);
     let store = Arc::new(Store::new(config.store_config()));
@@ -152,51 +171,79 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         "otelscale serving"
     );
 
+    let limits = config.connection_limits;
     let handshake_timeout = config.tls.handshake_timeout;
-    let otlp_grpc = {
-        let listener = LimitedListener::new(listeners.otlp_grpc, connections_max);
-        let router = tonic::transport::Server::builder().add_service(OtlpGrpcService::new(Arc::clone(&ingestor)));
-        let served = serve_grpc(router, listener, port_tls.otlp_grpc, handshake_timeout, cancel.clone());
-        tokio::spawn(async move {
-            served.await.map_err(|err| ServerError::Serve { purpose: "OTLP/gRPC", message: err.to_string() })
-        })
-    };
-    let scaler_server = {
-        let listener = LimitedListener::new(listeners.scaler, connections_max);
-        let router = tonic::transport::Server::builder().add_service(ExternalScalerServer::new(scaler));
-        let served = serve_grpc(router, listener, port_tls.scaler, handshake_timeout, cancel.clone());
-        tokio::spawn(async move {
-            served.await.map_err(|err| ServerError::Serve { purpose: "KEDA external scaler", message: err.to_string() })
-        })
-    };
-    let otlp_http = {
-        // io_uring or epoll per --io-uring; --max-connections is applied across its workers.
-        let mut options = ingest::http1::ServeOptions::from_config(&config);
+    let otlp_http_registry = ConnectionRegistry::new("OTLP/HTTP", connections_max);
+    let mut otlp_http = {
+        // io_uring or epoll per --io-uring; the registry holds --max-connections across workers.
+        let mut options = ingest::http1::ServeOptions::from_config(&config, Arc::clone(&otlp_http_registry));
         options.tls = port_tls.otlp_http;
-        let running =
-            match ingest::http1::serve(listeners.otlp_http, options, Arc::clone(&ingestor), cancel.clone()).await {
-                Ok(running) => running,
-                Err(err) => {
-                    // Stop what already started before failing start-up.
-                    cancel.cancel();
-                    return Err(ServerError::Serve { purpose: "OTLP/HTTP", message: err.to_string() });
-                }
-            };
-        tokio::spawn(async move {
-            running.wait().await.map_err(|err| ServerError::Serve { purpose: "OTLP/HTTP", message: err.to_string() })
+        match ingest::http1::serve(listeners.otlp_http, options, Arc::clone(&ingestor), cancel.clone()).await {
+            Ok(running) => running,
+            Err(err) => {
+                // Stop what already started before failing start-up.
+                cancel.cancel();
+                return Err(ServerError::Serve { purpose: "OTLP/HTTP", message: err.to_string() });
+            }
+        }
+    };
+    let grpc_service = |telemetry: &Arc<Telemetry>| {
+        Arc::new(ServiceSettings {
+            deadlines: deadlines::Deadlines::new(&limits),
+            slow_body_error: SlowBodyError::GrpcStatus,
+            telemetry: Arc::clone(telemetry),
+            internal_error: grpc_internal_error,
         })
     };
-    let admin_server = {
-        let listener = LimitedListener::new(listeners.admin, connections_max);
-        let router = admin::router(admin_state);
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(cancel.cancelled_owned())
-                .await
-                .map_err(|err| ServerError::Serve { purpose: "admin HTTP", message: err.to_string() })
-        })
-    };
+    let otlp_grpc = port::serve(
+        listeners.otlp_grpc,
+        PortSettings {
+            purpose: "OTLP/gRPC",
+            protocol: Protocol::Http2 { concurrent_streams_max: limits.concurrent_streams_max },
+            limits,
+            tls: port_tls.otlp_grpc,
+            tls_handshake_timeout: handshake_timeout,
+            service: grpc_service(&telemetry),
+        },
+        ConnectionRegistry::new("OTLP/gRPC", connections_max),
+        tonic::service::Routes::new(OtlpGrpcService::new(Arc::clone(&ingestor))),
+        cancel.clone(),
+    );
+    let scaler_port = port::serve(
+        listeners.scaler,
+        PortSettings {
+            purpose: "KEDA external scaler",
+            // KEDA multiplexes every trigger's StreamIsActive streams over one connection.
+            protocol: Protocol::Http2 { concurrent_streams_max: limits.scaler_concurrent_streams_max },
+            limits,
+            tls: port_tls.scaler,
+            tls_handshake_timeout: handshake_timeout,
+            service: grpc_service(&telemetry),
+        },
+        ConnectionRegistry::new("KEDA external scaler", connections_max),
+        tonic::service::Routes::new(ExternalScalerServer::new(scaler)),
+        cancel.clone(),
+    );
+    let admin_port = port::serve(
+        listeners.admin,
+        PortSettings {
+            purpose: "admin HTTP",
+            protocol: Protocol::Http1,
+            limits,
+            tls: None,
+            tls_handshake_timeout: handshake_timeout,
+            service: Arc::new(ServiceSettings {
+                deadlines: deadlines::Deadlines::new(&limits),
+                slow_body_error: SlowBodyError::Plain,
+                telemetry: Arc::clone(&telemetry),
+                internal_error: admin_internal_error,
+            }),
+        },
+        ConnectionRegistry::new("admin HTTP", connections_max),
+        admin::router(admin_state),
+        cancel.clone(),
+    );
+    let mut ports = [otlp_grpc, scaler_port, admin_port];
     let retention = {
         let store = Arc::clone(&store);
         let telemetry = Arc::clone(&telemetry);
@@ -217,23 +264,23 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         crate::self_export::spawn(self_export, Arc::clone(&telemetry), Arc::clone(&store), self_export_cancel.clone())
     });
     ready.store(true, Ordering::Release);
+    tracing::info!(otlp_http_backend = ?otlp_http.backend(), "ready");
 
-    shutdown.await;
-    tracing::info!("shutting down: no new connections, draining in-flight requests");
-    cancel.cancel();
-    let mut first_error = None;
-    for handle in [otlp_grpc, scaler_server, otlp_http, admin_server] {
-        match handle.await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => {
-                first_error.get_or_insert(err);
-            }
-            Err(join_error) => {
-                first_error
-                    .get_or_insert(ServerError::Serve { purpose: "listener task", message: join_error.to_string() });
-            }
-        }
+    let failure = tokio::select! {
+        () = shutdown => None,
+        failure = first_failure(&mut ports, &mut otlp_http) => Some(failure),
+    };
+    // Not ready from here on: a dead port, or draining.
+    ready.store(false, Ordering::Release);
+    match &failure {
+        None => tracing::info!(
+            shutdown_timeout_ms = config.shutdown_timeout.as_millis() as u64,
+            "shutting down: no new connections, draining in-flight requests"
+        ),
+        Some(err) => tracing::error!(error = %err, "a port failed: shutting the server down"),
     }
+    cancel.cancel();
+    let drained = drain(&mut ports, otlp_http, &otlp_http_registry, config.shutdown_timeout).await;
     let _ = retention.await;
     self_export_cancel.cancel();
     if let Some(self_export) = self_export {
@@ -246,10 +293,81 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         }
     }
     tracing::info!(series = store.series_count(), "otelscale stopped");
-    match first_error {
+    match failure.or(drained.err()) {
         Some(err) => Err(err),
         None => Ok(()),
     }
+}
+
+/// The first port that stops serving: its accept loop ended (a dead listening socket, a panic)
+/// or, on OTLP/HTTP, a worker or its runtime failed.
+async fn first_failure(ports: &mut [ServedPort; 3], otlp_http: &mut ingest::http1::RunningServer) -> ServerError {
+    let [first, second, third] = ports;
+    let purposes = [first.purpose, second.purpose, third.purpose];
+    let (purpose, problem) = tokio::select! {
+        end = first.ended() => (purposes[0], end.to_string()),
+        end = second.ended() => (purposes[1], end.to_string()),
+        end = third.ended() => (purposes[2], end.to_string()),
+        err = otlp_http.failed() => ("OTLP/HTTP", err.to_string()),
+    };
+    ServerError::Stopped { purpose, problem }
+}
+
+/// Waits for every port to stop accepting and close its connections, at most `timeout`; then
+/// closes every remaining connection on every port and waits [`FORCED_CLOSE_GRACE`] more.
+/// Returns the OTLP/HTTP receiver's own result (a worker that failed while draining).
+async fn drain(
+    ports: &mut [ServedPort; 3],
+    otlp_http: ingest::http1::RunningServer,
+    otlp_http_registry: &Arc<ConnectionRegistry>,
+    timeout: Duration,
+) -> Result<(), ServerError> {
+    let mut registries: Vec<Arc<ConnectionRegistry>> = ports.iter().map(|port| Arc::clone(&port.registry)).collect();
+    registries.push(Arc::clone(otlp_http_registry));
+    let [first, second, third] = ports;
+    let mut drained = pin!(async {
+        let (_, _, _, otlp_http) = tokio::join!(first.drained(), second.drained(), third.drained(), otlp_http.wait());
+        otlp_http
+    });
+    let result = match tokio::time::timeout(timeout, &mut drained).await {
+        Ok(result) => Some(result),
+        Err(_elapsed) => {
+            for registry in &registries {
+                let open = registry.open_count();
+                if open > 0 {
+                    tracing::warn!(
+                        port = registry.port(),
+                        connections = open,
+                        shutdown_timeout_ms = timeout.as_millis() as u64,
+                        "shutdown deadline passed: closing the remaining connections"
+                    );
+                }
+                registry.close_all();
+            }
+            let forced = tokio::time::timeout(FORCED_CLOSE_GRACE, &mut drained).await;
+            if forced.is_err() {
+                tracing::error!(
+                    grace_ms = FORCED_CLOSE_GRACE.as_millis() as u64,
+                    "connections did not end after being closed; going on without them"
+                );
+            }
+            forced.ok()
+        }
+    };
+    match result {
+        Some(Err(err)) => Err(ServerError::Stopped { purpose: "OTLP/HTTP", problem: err.to_string() }),
+        Some(Ok(())) | None => Ok(()),
+    }
+}
+
+/// The answer of a gRPC port when a handler panicked.
+fn grpc_internal_error() -> http::Response<tonic::body::Body> {
+    tonic::Status::internal("internal error: the handler panicked (counted in otelscale_panics_total)").into_http()
+}
+
+/// The answer of the admin port when a handler panicked.
+fn admin_internal_error() -> http::Response<axum::body::Body> {
+    (http::StatusCode::INTERNAL_SERVER_ERROR, "internal error: the handler panicked\n").into_response()
 }
 
 async fn restore_snapshot(store: &Arc<Store>, telemetry: &Telemetry, dir: &std::path::Path) {

@@ -417,3 +417,261 @@ pub mod raw_http {
         Some((RawResponse { status, headers, body }, head_len + body_len))
     }
 }
+
+impl TestServer {
+    /// Starts on `listeners`, bound by the caller (who may keep a handle on one), with `config`.
+    pub async fn start_on(listeners: Listeners, config: Config) -> TestServer {
+        let addr = |listener: &TcpListener| listener.local_addr().unwrap();
+        let (otlp_grpc, otlp_http, scaler, admin) =
+            (addr(&listeners.otlp_grpc), addr(&listeners.otlp_http), addr(&listeners.scaler), addr(&listeners.admin));
+        let (shutdown_sender, shutdown_receiver) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server::run(listeners, config, async {
+            let _ = shutdown_receiver.await;
+        }));
+        let server =
+            TestServer { otlp_grpc, otlp_http, scaler, admin, shutdown: Some(shutdown_sender), handle: Some(handle) };
+        server.wait_ready().await;
+        server
+    }
+
+    /// Signals shutdown and returns what `server::run` returned; panics if that takes longer
+    /// than `within` (a hang detector: pass the server's own deadline plus a generous margin).
+    pub async fn stop_within(mut self, within: Duration) -> Result<(), server::ServerError> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        self.join_within(within).await
+    }
+
+    /// Waits for `server::run` to return by itself (no shutdown signal); panics after `within`.
+    pub async fn join_within(mut self, within: Duration) -> Result<(), server::ServerError> {
+        let handle = self.handle.take().expect("the server task");
+        tokio::time::timeout(within, handle).await.expect("server::run returned in time").expect("server task")
+    }
+
+    /// Whether `server::run` has returned.
+    pub fn has_ended(&self) -> bool {
+        self.handle.as_ref().is_none_or(|handle| handle.is_finished())
+    }
+}
+
+/// Four listeners on 127.0.0.1:0.
+pub async fn bind_listeners() -> Listeners {
+    let bind = || async { TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0") };
+    Listeners { otlp_grpc: bind().await, otlp_http: bind().await, scaler: bind().await, admin: bind().await }
+}
+
+/// Whether the peer closes `stream` (EOF or reset) within [`WAIT_DEADLINE`], discarding whatever
+/// it sends before.
+pub async fn closed_by_peer<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> bool {
+    use tokio::io::AsyncReadExt;
+    let closed = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(WAIT_DEADLINE, closed).await.is_ok()
+}
+
+/// A CA and a server certificate for `localhost` and `127.0.0.1` signed by it, as files.
+pub mod test_tls {
+    use std::sync::Arc;
+
+    use otelscale::config::TlsFiles;
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+    use tokio::net::TcpStream;
+
+    pub struct TestCertificates {
+        pub dir: tempfile::TempDir,
+        pub files: TlsFiles,
+        pub ca_pem: String,
+    }
+
+    pub fn certificates() -> TestCertificates {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "otelscale hostile-test CA");
+        let issuer = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        TestCertificates {
+            files: TlsFiles { cert: cert_path, key: key_path, client_ca: None },
+            ca_pem: issuer.pem(),
+            dir,
+        }
+    }
+
+    /// A TLS client connection to `addr` (handshake done) trusting `ca_pem`, offering `alpn`.
+    pub async fn connect(
+        addr: std::net::SocketAddr,
+        ca_pem: &str,
+        alpn: &[&[u8]],
+    ) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap()).unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.expect("TLS handshake")
+    }
+}
+
+/// HTTP/2 by hand, for what a well-behaved client library will not do: more streams than the
+/// server allows, requests left half-open, a connection that stops reading. Request headers are
+/// HPACK literals (no indexing, no Huffman); frames coming back are read by their frame header.
+pub mod raw_h2 {
+    use tokio::io::{AsyncRead, AsyncReadExt};
+
+    pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    pub const DATA: u8 = 0x0;
+    pub const HEADERS: u8 = 0x1;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const SETTINGS: u8 = 0x4;
+    pub const PING: u8 = 0x6;
+    pub const GOAWAY: u8 = 0x7;
+    pub const END_STREAM: u8 = 0x1;
+    pub const END_HEADERS: u8 = 0x4;
+    pub const ACK: u8 = 0x1;
+    /// RST_STREAM error code: the server did not process the stream.
+    pub const REFUSED_STREAM: u32 = 0x7;
+
+    /// One frame.
+    #[derive(Debug, Clone)]
+    pub struct Frame {
+        pub kind: u8,
+        pub flags: u8,
+        pub stream_id: u32,
+        pub payload: Vec<u8>,
+    }
+
+    impl Frame {
+        /// The error code of a RST_STREAM or GOAWAY frame.
+        pub fn error_code(&self) -> Option<u32> {
+            let at = match self.kind {
+                RST_STREAM => 0,
+                GOAWAY => 4,
+                _ => return None,
+            };
+            Some(u32::from_be_bytes(self.payload.get(at..at + 4)?.try_into().ok()?))
+        }
+    }
+
+    pub fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).unwrap();
+        assert!(len < 1 << 14, "within the default frame size");
+        let mut bytes = len.to_be_bytes()[1..].to_vec();
+        bytes.extend_from_slice(&[kind, flags]);
+        bytes.extend_from_slice(&(stream_id & 0x7fff_ffff).to_be_bytes());
+        bytes.extend_from_slice(payload);
+        bytes
+    }
+
+    /// The client preface and an empty SETTINGS frame.
+    pub fn client_start() -> Vec<u8> {
+        let mut bytes = PREFACE.to_vec();
+        bytes.extend(frame(SETTINGS, 0, 0, &[]));
+        bytes
+    }
+
+    fn literal(block: &mut Vec<u8>, name: &str, value: &str) {
+        assert!(name.len() < 127 && value.len() < 127, "single-byte HPACK lengths");
+        block.push(0x00);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+
+    /// A HEADERS frame opening a gRPC call of `path` on `stream_id`; the request body follows
+    /// in DATA frames (none for a half-open stream).
+    pub fn grpc_headers(stream_id: u32, path: &str) -> Vec<u8> {
+        let mut block = Vec::new();
+        for (name, value) in [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", "localhost"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ] {
+            literal(&mut block, name, value);
+        }
+        frame(HEADERS, END_HEADERS, stream_id, &block)
+    }
+
+    /// A DATA frame carrying one uncompressed gRPC message, ending the request.
+    pub fn grpc_message(stream_id: u32, message: &[u8]) -> Vec<u8> {
+        let mut payload = vec![0u8];
+        payload.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+        payload.extend_from_slice(message);
+        frame(DATA, END_STREAM, stream_id, &payload)
+    }
+
+    /// The next frame; `None` at EOF or on a read error.
+    pub async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Frame> {
+        let mut header = [0u8; 9];
+        stream.read_exact(&mut header).await.ok()?;
+        let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        let stream_id = u32::from_be_bytes(header[5..9].try_into().unwrap()) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).await.ok()?;
+        Some(Frame { kind: header[3], flags: header[4], stream_id, payload })
+    }
+}
+
+/// gRPC over the `h2` crate's client, for streams a tonic client would not leave as they are:
+/// a zero flow-control window, a request body that never comes.
+pub mod h2_grpc {
+    use std::net::SocketAddr;
+
+    use bytes::Bytes;
+    use tokio::net::TcpStream;
+
+    /// An HTTP/2 connection to `addr`; `initial_window_size` is the window the client gives the
+    /// server's streams (0: the server cannot send a byte of any response body).
+    pub async fn connect(addr: SocketAddr, initial_window_size: u32) -> h2::client::SendRequest<Bytes> {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let (send, connection) =
+            h2::client::Builder::new().initial_window_size(initial_window_size).handshake(tcp).await.expect("h2");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        send.ready().await.expect("h2 ready")
+    }
+
+    /// The head of a gRPC call of `path`.
+    pub fn request(addr: SocketAddr, path: &str) -> http::Request<()> {
+        http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap()
+    }
+
+    /// One uncompressed gRPC message, framed.
+    pub fn message(encoded: &[u8]) -> Bytes {
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&u32::try_from(encoded.len()).unwrap().to_be_bytes());
+        framed.extend_from_slice(encoded);
+        Bytes::from(framed)
+    }
+}

@@ -12,6 +12,11 @@
 //! - [`Step::Close`]: write out the remaining output, then close (lingering when
 //!   [`Close::linger`] says the peer may still be sending).
 //!
+//! The core keeps no time, but says how far the current request has come ([`Connection::progress`]:
+//! between requests, in the head, in the body with so many bytes received), so the driver can
+//! apply the connection deadlines; when one passes, [`Connection::time_out`] answers 408 (when part
+//! of a request has arrived) and closes.
+//!
 //! Supported: keep-alive (HTTP/1.1 by default, HTTP/1.0 with `Connection: keep-alive`),
 //! `Connection: close`, pipelining (requests are answered in order), `Content-Length` and
 //! `Transfer-Encoding: chunked` bodies (extensions and trailers accepted and ignored),
@@ -40,9 +45,6 @@ pub use response::{Response, Status, TEXT_PLAIN};
 /// Most header fields in a request head (and in a chunked body's trailer section).
 pub const HEADER_COUNT_MAX: usize = 64;
 
-/// Largest request head (request line plus header fields) by default.
-pub const HEAD_BYTES_DEFAULT_MAX: usize = 16 * 1024;
-
 /// The room [`Connection::take_read_buffer`] makes for a read when no body length is known.
 const READ_RESERVE_BYTES: usize = 16 * 1024;
 
@@ -53,16 +55,25 @@ const READ_RESERVE_BYTES_MAX: usize = 1024 * 1024;
 /// Size limits of one connection's requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Request line plus header fields; also the budget for chunk extensions plus trailers.
+    /// Request line plus header fields (`--max-header-bytes`); also the budget for chunk
+    /// extensions plus trailers.
     pub head_bytes_max: usize,
-    /// The request body as received (before any `Content-Encoding` is undone).
+    /// The request body as received, before any `Content-Encoding` is undone
+    /// (`--max-request-bytes`).
     pub body_bytes_max: usize,
 }
 
-impl Limits {
-    pub fn new(body_bytes_max: usize) -> Limits {
-        Limits { head_bytes_max: HEAD_BYTES_DEFAULT_MAX, body_bytes_max }
-    }
+/// How far the request being received has come, for the driver's deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// No byte of a next request has arrived (or the connection is closing).
+    BetweenRequests,
+    /// Part of a request head has arrived.
+    Head,
+    /// The head is complete; so many body bytes have arrived (chunked: decoded plus pending).
+    Body { received_bytes: u64 },
+    /// A request was handed out and waits for its answer.
+    Answering,
 }
 
 /// A complete request.
@@ -132,6 +143,9 @@ pub enum CloseReason {
     ShuttingDown,
     /// A body over the limit was answered with 413.
     BodyTooLarge,
+    /// A deadline the driver keeps passed ([`Connection::time_out`]); answered with 408 when part
+    /// of a request had arrived.
+    TimedOut,
     /// Malformed HTTP, answered with the error's status.
     Protocol(HttpError),
 }
@@ -243,6 +257,46 @@ impl Connection {
     /// Between requests: no request is in progress and nothing of the next one has arrived.
     pub fn is_between_requests(&self) -> bool {
         matches!(self.state, State::Head) && self.input.is_empty()
+    }
+
+    /// How far the request being received has come.
+    pub fn progress(&self) -> Progress {
+        match &self.state {
+            State::Head if self.input.is_empty() => Progress::BetweenRequests,
+            State::Head => Progress::Head,
+            State::FixedBody { body_len, .. } => {
+                Progress::Body { received_bytes: self.input.len().min(*body_len) as u64 }
+            }
+            State::ChunkedBody { decoder, .. } => {
+                Progress::Body { received_bytes: (decoder.decoded_bytes() + self.input.len()) as u64 }
+            }
+            State::AwaitingResponse(_) => Progress::Answering,
+            State::Closed(_) => Progress::BetweenRequests,
+        }
+    }
+
+    /// The request being received (or the wait for one) ran out of time: when part of a request
+    /// has arrived, answers 408 and closes; otherwise just closes. The next step is
+    /// [`Step::Close`].
+    ///
+    /// # Panics
+    /// While a request waits for its answer (a driver bug: answer it first).
+    pub fn time_out(&mut self, now: SystemTime) {
+        match self.progress() {
+            Progress::Answering => panic!("time_out while a request waits for its answer"),
+            _ if matches!(self.state, State::Closed(_)) => {}
+            Progress::BetweenRequests => {
+                self.close(CloseReason::TimedOut);
+            }
+            Progress::Head | Progress::Body { .. } => {
+                let response =
+                    Response::text(Status::RequestTimeout, "request timed out: the request arrived too slowly\n");
+                let date = self.date.header_value(now);
+                write_response(&mut self.output, &response, date, Some("close"), true);
+                // The peer is still sending: linger so it reads the 408 before the close.
+                self.state = State::Closed(Close { reason: CloseReason::TimedOut, linger: !self.peer_eof });
+            }
+        }
     }
 
     /// Bytes waiting to be written to the peer.

@@ -9,10 +9,14 @@
 //! - **epoll** (`epoll.rs`): the same core on the main tokio runtime; bodies over 8 KiB are
 //!   decoded on the low-priority ingest workers ([`Ingestor::export_body`]).
 //!
-//! Both share the accept gate (`--max-connections` across all workers, and the io_uring workers
-//! take turns so connections spread evenly), the per-connection driver (`driver.rs`) and graceful
-//! shutdown: on cancel the workers stop accepting, close idle keep-alive connections, finish the
-//! requests in progress (each read bounded by a timeout), then end.
+//! Both share the accept gate (the io_uring workers take turns so connections spread evenly),
+//! the port's connection registry (`server::registry`: `--max-connections` across all workers,
+//! with an unfinished or idle connection evicted to admit a new one), the per-connection driver
+//! (`driver.rs`) with the connection deadlines of `server::deadlines` (header, idle, minimum body
+//! rate, write), the accept-error policy of `server` (a dead listener is reported at once through
+//! `RunningServer::failed`), and graceful shutdown: on cancel the workers stop accepting, close
+//! idle connections and unfinished heads, finish the requests in progress, then end; past the
+//! server's shutdown deadline the registry closes whatever is left.
 
 pub mod connection;
 mod driver;
@@ -27,19 +31,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, IoUringMode};
+use crate::config::{Config, ConnectionLimits, IoUringMode};
 use crate::ingest::Ingestor;
+use crate::server::deadlines::Deadlines;
+use crate::server::registry::{ConnectionRegistry, Registration};
+use crate::server::{accept_error_is_transient, ACCEPT_ERROR_BACKOFF};
 use crate::tls::ReloadingTls;
 use connection::Limits;
 
-/// How long a connection may stay silent in the middle of a request before it is closed.
-const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long writing one batch of answers may take before the connection is closed.
-const RESPONSE_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// After answering and shutting down the write side of a connection that may still be sending,
 /// how long to read (and discard) until the peer closes, so it reads the answer before a reset.
 const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,43 +51,64 @@ const LINGER_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Answers pile up in the output buffer while pipelined requests are handled; past this size
 /// they are written before the next request is handled.
 const OUTPUT_FLUSH_BYTES: usize = 64 * 1024;
-/// Pause after a failed accept (such as EMFILE) instead of spinning.
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
 /// What [`serve`] needs from the [`Config`].
 #[derive(Clone)]
-pub struct ServeOptions {
+pub(crate) struct ServeOptions {
     pub io_uring: IoUringMode,
     /// io_uring worker threads.
     pub worker_count: usize,
-    /// Most open connections across all workers.
-    pub connections_max: usize,
+    /// Deadlines and the head limit of every connection.
+    pub connection_limits: ConnectionLimits,
+    /// `--max-request-bytes`, the largest body as received.
+    pub body_bytes_max: usize,
+    /// The port's open connections (`--max-connections` across all workers).
+    pub registry: Arc<ConnectionRegistry>,
     /// TLS, served by the epoll back-end (rustls has no io_uring driver here).
     pub tls: Option<Arc<ReloadingTls>>,
     pub tls_handshake_timeout: Duration,
 }
 
 impl ServeOptions {
-    pub fn from_config(config: &Config) -> ServeOptions {
+    pub(crate) fn from_config(config: &Config, registry: Arc<ConnectionRegistry>) -> ServeOptions {
         ServeOptions {
             io_uring: config.io_uring,
             worker_count: config.http_worker_count,
-            connections_max: config.connections_max,
+            connection_limits: config.connection_limits,
+            body_bytes_max: config.request_bytes_max,
+            registry,
             tls: None,
             tls_handshake_timeout: config.tls.handshake_timeout,
         }
     }
+
+    fn connection_settings(&self) -> ConnectionSettings {
+        ConnectionSettings {
+            limits: Limits {
+                head_bytes_max: self.connection_limits.header_bytes_max,
+                body_bytes_max: self.body_bytes_max,
+            },
+            deadlines: Deadlines::new(&self.connection_limits),
+        }
+    }
+}
+
+/// The limits and deadlines every connection's driver works with.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionSettings {
+    limits: Limits,
+    deadlines: Deadlines,
 }
 
 /// The back-end [`serve`] chose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     IoUring { worker_count: usize },
     Epoll,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ServeError {
+pub(crate) enum ServeError {
     #[error("--io-uring on, but io_uring is unavailable: {0} (use --io-uring auto or off)")]
     IoUringUnavailable(#[source] io::Error),
     #[error("cannot hand the OTLP/HTTP listener to its workers: {0}")]
@@ -93,23 +117,36 @@ pub enum ServeError {
     WorkerFailed { worker_idx: usize },
     #[error("the OTLP/HTTP accept task ended abnormally: {0}")]
     AcceptTask(String),
+    #[error("the OTLP/HTTP listener failed: {0}")]
+    Accept(#[source] io::Error),
 }
 
 /// A running OTLP/HTTP receiver.
 #[derive(Debug)]
-pub struct RunningServer {
+pub(crate) struct RunningServer {
     backend: Backend,
     finished: JoinHandle<Result<(), ServeError>>,
+    /// Failures while serving (a dead listener, a worker that panicked), reported at once.
+    failures: mpsc::UnboundedReceiver<ServeError>,
 }
 
 impl RunningServer {
-    pub fn backend(&self) -> Backend {
+    pub(crate) fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Resolves at the first failure of a listener, an accept loop or a worker's runtime while
+    /// serving (or when every accept loop has ended, which before shutdown is a failure too).
+    pub(crate) async fn failed(&mut self) -> ServeError {
+        match self.failures.recv().await {
+            Some(err) => err,
+            None => ServeError::AcceptTask("every OTLP/HTTP accept loop ended".into()),
+        }
     }
 
     /// Resolves once the receiver has stopped after the cancel token fired and every
     /// connection has been answered and closed.
-    pub async fn wait(self) -> Result<(), ServeError> {
+    pub(crate) async fn wait(self) -> Result<(), ServeError> {
         match self.finished.await {
             Ok(result) => result,
             Err(join_error) => Err(ServeError::AcceptTask(join_error.to_string())),
@@ -120,13 +157,12 @@ impl RunningServer {
 /// Serves OTLP/HTTP on `listener` until `cancel` fires, with the back-end `options.io_uring`
 /// asks for: `auto` probes io_uring by starting the workers' rings and falls back to epoll with
 /// a warning naming the reason; `on` fails instead.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     options: ServeOptions,
     ingestor: Arc<Ingestor>,
     cancel: CancellationToken,
 ) -> Result<RunningServer, ServeError> {
-    let limits = Limits::new(ingestor.request_bytes_max());
     let listener = match options.io_uring {
         IoUringMode::Off => listener,
         IoUringMode::Auto if options.tls.is_some() => {
@@ -135,7 +171,7 @@ pub async fn serve(
         }
         mode @ (IoUringMode::On | IoUringMode::Auto) => {
             let std_listener = listener.into_std().map_err(ServeError::Listener)?;
-            match start_io_uring(&std_listener, options.clone(), limits, &ingestor, &cancel).await {
+            match start_io_uring(&std_listener, options.clone(), &ingestor, &cancel).await {
                 Ok(running) => return Ok(running),
                 Err(reason) if mode == IoUringMode::Auto => {
                     tracing::warn!(reason = %reason, "io_uring is unavailable: OTLP/HTTP is served with epoll");
@@ -145,76 +181,77 @@ pub async fn serve(
             }
         }
     };
-    Ok(epoll::start(listener, options, limits, ingestor, cancel))
+    Ok(epoll::start(listener, options, ingestor, cancel))
 }
 
 #[cfg(target_os = "linux")]
 async fn start_io_uring(
     listener: &std::net::TcpListener,
     options: ServeOptions,
-    limits: Limits,
     ingestor: &Arc<Ingestor>,
     cancel: &CancellationToken,
 ) -> io::Result<RunningServer> {
-    uring::start(listener, options, limits, ingestor, cancel).await
+    uring::start(listener, options, ingestor, cancel).await
 }
 
 #[cfg(not(target_os = "linux"))]
 async fn start_io_uring(
     _listener: &std::net::TcpListener,
     _options: ServeOptions,
-    _limits: Limits,
     _ingestor: &Arc<Ingestor>,
     _cancel: &CancellationToken,
 ) -> io::Result<RunningServer> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring exists only on Linux"))
 }
 
-/// Admission of connections across the workers of one listener: a permit per open connection
-/// (`--max-connections`), and turns: a worker accepts only while no other running worker has
-/// fewer open connections, so the kernel waking whichever worker polls first does not pile the
-/// connections onto one core.
+/// Turns across the workers of one listener: a worker accepts only while no other running
+/// worker has fewer open connections, so the kernel waking whichever worker polls first does not
+/// pile the connections onto one core. (How many connections may be open is the registry's.)
 #[derive(Debug)]
 struct AcceptGate {
-    permits: Arc<Semaphore>,
     open_by_worker: Box<[AtomicUsize]>,
     /// Workers that stopped (or failed) no longer take turns.
     retired_by_worker: Box<[AtomicBool]>,
     changed: Notify,
 }
 
-/// An open connection's share of the [`AcceptGate`]; returned when dropped.
+/// An open connection's share of the [`AcceptGate`] and its place in the registry; both are
+/// returned when it is dropped.
 #[derive(Debug)]
 struct ConnectionSlot {
     gate: Arc<AcceptGate>,
     worker_idx: usize,
-    _permit: OwnedSemaphorePermit,
+    registration: Registration,
+}
+
+impl ConnectionSlot {
+    fn registration(&self) -> &Registration {
+        &self.registration
+    }
 }
 
 impl AcceptGate {
-    fn new(connections_max: usize, worker_count: usize) -> Arc<AcceptGate> {
+    fn new(worker_count: usize) -> Arc<AcceptGate> {
         assert!(worker_count > 0, "an accept gate needs a worker");
         Arc::new(AcceptGate {
-            permits: Arc::new(Semaphore::new(connections_max.min(Semaphore::MAX_PERMITS))),
             open_by_worker: (0..worker_count).map(|_| AtomicUsize::new(0)).collect(),
             retired_by_worker: (0..worker_count).map(|_| AtomicBool::new(false)).collect(),
             changed: Notify::new(),
         })
     }
 
-    /// Waits for `worker_idx`'s turn and a free connection permit.
-    async fn admit(&self, worker_idx: usize) -> OwnedSemaphorePermit {
+    /// Waits for `worker_idx`'s turn.
+    async fn take_turn(&self, worker_idx: usize) {
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             // Registered before the check, so a change between the check and the wait wakes it.
             changed.as_mut().enable();
             if self.is_least_loaded(worker_idx) {
-                break;
+                return;
             }
             changed.await;
         }
-        Arc::clone(&self.permits).acquire_owned().await.expect("the accept gate never closes its semaphore")
     }
 
     fn is_least_loaded(&self, worker_idx: usize) -> bool {
@@ -225,11 +262,11 @@ impl AcceptGate {
             .all(|(open, retired)| retired.load(Ordering::Acquire) || open.load(Ordering::Acquire) >= mine)
     }
 
-    /// Counts an accepted connection of `worker_idx`.
-    fn open(self: &Arc<Self>, worker_idx: usize, permit: OwnedSemaphorePermit) -> ConnectionSlot {
+    /// Counts an admitted connection of `worker_idx`.
+    fn open(self: &Arc<Self>, worker_idx: usize, registration: Registration) -> ConnectionSlot {
         self.open_by_worker[worker_idx].fetch_add(1, Ordering::AcqRel);
         self.changed.notify_waiters();
-        ConnectionSlot { gate: Arc::clone(self), worker_idx, _permit: permit }
+        ConnectionSlot { gate: Arc::clone(self), worker_idx, registration }
     }
 
     /// `worker_idx` stopped accepting: the others no longer wait for its turn.
@@ -246,17 +283,24 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Accepts connections for worker `worker_idx` until `cancel` fires; `spawn` starts a task per
-/// connection in the given set. Returns after every connection task has ended.
-async fn accept_connections<Spawn>(
-    listener: TcpListener,
+/// What an accept loop needs besides its listener.
+struct AcceptContext {
     gate: Arc<AcceptGate>,
     worker_idx: usize,
+    registry: Arc<ConnectionRegistry>,
     cancel: CancellationToken,
-    mut spawn: Spawn,
-) where
+    /// Where a dead listener is reported, at once (the server stops on it).
+    failures: mpsc::UnboundedSender<ServeError>,
+}
+
+/// Accepts connections for worker `worker_idx` until `cancel` fires or the listener fails;
+/// `spawn` starts a task per connection in the given set. Returns after every connection task
+/// has ended.
+async fn accept_connections<Spawn>(listener: TcpListener, context: AcceptContext, mut spawn: Spawn)
+where
     Spawn: FnMut(&mut tokio::task::JoinSet<()>, tokio::net::TcpStream, std::net::SocketAddr, ConnectionSlot),
 {
+    let AcceptContext { gate, worker_idx, registry, cancel, failures } = context;
     let mut connections = tokio::task::JoinSet::new();
     loop {
         // Reap the finished connection tasks so the set holds only live ones.
@@ -265,22 +309,32 @@ async fn accept_connections<Spawn>(
             biased;
             () = cancel.cancelled() => break,
             accepted = async {
-                let permit = gate.admit(worker_idx).await;
-                listener.accept().await.map(|(stream, peer)| (stream, peer, permit))
+                gate.take_turn(worker_idx).await;
+                listener.accept().await
             } => accepted,
         };
         match accepted {
-            Ok((stream, peer, permit)) => {
+            Ok((stream, peer)) => {
                 // Answers are written whole; Nagle would only delay them.
                 let _ = stream.set_nodelay(true);
-                spawn(&mut connections, stream, peer, gate.open(worker_idx, permit));
+                let registration = tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => break,
+                    registration = registry.admit(peer) => registration,
+                };
+                spawn(&mut connections, stream, peer, gate.open(worker_idx, registration));
             }
-            Err(err) => {
-                tracing::warn!(worker_idx, error = %err, "OTLP/HTTP accept failed");
+            Err(err) if accept_error_is_transient(&err) => {
+                tracing::warn!(worker_idx, error = %err, "OTLP/HTTP accept failed; retrying");
                 tokio::select! {
                     () = cancel.cancelled() => break,
                     () = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => {}
                 }
+            }
+            Err(err) => {
+                tracing::error!(worker_idx, error = %err, "the OTLP/HTTP listener failed");
+                let _ = failures.send(ServeError::Accept(err));
+                break;
             }
         }
     }

@@ -11,25 +11,30 @@
 //! cancel an accept in flight, and one left in the ring at shutdown would take a connection
 //! nobody serves. The connection's reads and writes, the hot path, go through the ring.
 //!
-//! Shutdown: cancelling a tokio-uring read does not withdraw it from the ring, so an interrupted
-//! read (server shutdown between requests, a stalled request, a lingering close) shuts the socket
-//! down, which completes the read at once, and then awaits it.
+//! Interrupting: cancelling a tokio-uring read does not withdraw it from the ring, so an
+//! interrupted read or write (server shutdown between requests, eviction or the shutdown
+//! deadline through the registry, a lingering close) shuts the socket down, which completes the
+//! operation at once, and then awaits it. A read interrupted by a connection deadline shuts down
+//! only the reading side, so the driver can still send its 408.
+//!
+//! A worker whose thread panics reports it at once (the server stops on it): its runtime is gone.
 
 use std::io;
 use std::net::Shutdown;
 use std::sync::{mpsc, Arc};
 
 use bytes::BytesMut;
-use tokio::sync::oneshot;
-use tokio::time::Instant;
+use tokio::sync::{mpsc as async_mpsc, oneshot};
 use tokio_uring::buf::BoundedBuf;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::Limits;
-use super::driver::{self, ConnectionIo, Interrupt, ReadOutcome};
+use super::driver::{self, ConnectionIo, DriveContext, Interrupt, Interrupted, ReadOutcome};
 use super::otlp::ExportBody;
-use super::{accept_connections, AcceptGate, Backend, RunningServer, ServeError, ServeOptions};
+use super::{
+    accept_connections, AcceptContext, AcceptGate, Backend, ConnectionSettings, RunningServer, ServeError, ServeOptions,
+};
 use crate::ingest::{ExportError, ExportOutcome, Ingestor, Transport};
+use crate::server::registry::ConnectionRegistry;
 
 /// Submission queue entries per ring: one read or write in flight per connection; a full queue
 /// is submitted and drained by tokio-uring, not refused.
@@ -40,9 +45,11 @@ struct WorkerContext {
     worker_idx: usize,
     listener: std::net::TcpListener,
     gate: Arc<AcceptGate>,
+    registry: Arc<ConnectionRegistry>,
     ingestor: Arc<Ingestor>,
-    limits: Limits,
+    settings: ConnectionSettings,
     cancel: CancellationToken,
+    failures: async_mpsc::UnboundedSender<ServeError>,
 }
 
 /// A started worker thread.
@@ -59,16 +66,24 @@ struct Worker {
 pub(super) async fn start(
     listener: &std::net::TcpListener,
     options: ServeOptions,
-    limits: Limits,
     ingestor: &Arc<Ingestor>,
     cancel: &CancellationToken,
 ) -> io::Result<RunningServer> {
     let worker_count = options.worker_count;
-    let gate = AcceptGate::new(options.connections_max, worker_count);
+    let gate = AcceptGate::new(worker_count);
+    let (failures, failure_receiver) = async_mpsc::unbounded_channel();
+    let shared = WorkerShared {
+        gate,
+        registry: Arc::clone(&options.registry),
+        ingestor: Arc::clone(ingestor),
+        settings: options.connection_settings(),
+        cancel: cancel.clone(),
+        failures,
+    };
     let mut workers = Vec::with_capacity(worker_count);
     let mut startup_error = None;
     for worker_idx in 0..worker_count {
-        match start_worker(worker_idx, listener, &gate, ingestor, limits, cancel).await {
+        match start_worker(worker_idx, listener, &shared).await {
             Ok(worker) => workers.push(worker),
             Err((err, worker)) => {
                 workers.extend(worker);
@@ -93,9 +108,11 @@ pub(super) async fn start(
     tracing::info!(
         backend = "io_uring",
         workers = worker_count,
-        connections_max = options.connections_max,
+        connections_max = options.registry.connections_max(),
         "OTLP/HTTP serving"
     );
+    // Only the workers hold senders now: the channel closes when they all end.
+    drop(shared);
     let finished = tokio::spawn(async move {
         let mut result = Ok(());
         for (worker_idx, worker) in workers.into_iter().enumerate() {
@@ -107,7 +124,17 @@ pub(super) async fn start(
         tracing::debug!(backend = "io_uring", "OTLP/HTTP stopped");
         result
     });
-    Ok(RunningServer { backend: Backend::IoUring { worker_count }, finished })
+    Ok(RunningServer { backend: Backend::IoUring { worker_count }, finished, failures: failure_receiver })
+}
+
+/// What every worker shares.
+struct WorkerShared {
+    gate: Arc<AcceptGate>,
+    registry: Arc<ConnectionRegistry>,
+    ingestor: Arc<Ingestor>,
+    settings: ConnectionSettings,
+    cancel: CancellationToken,
+    failures: async_mpsc::UnboundedSender<ServeError>,
 }
 
 /// Spawns worker `worker_idx` and waits until its ring works (or not). On failure the worker,
@@ -115,19 +142,18 @@ pub(super) async fn start(
 async fn start_worker(
     worker_idx: usize,
     listener: &std::net::TcpListener,
-    gate: &Arc<AcceptGate>,
-    ingestor: &Arc<Ingestor>,
-    limits: Limits,
-    cancel: &CancellationToken,
+    shared: &WorkerShared,
 ) -> Result<Worker, (io::Error, Option<Worker>)> {
     let listener = listener.try_clone().map_err(|err| (err, None))?;
     let context = WorkerContext {
         worker_idx,
         listener,
-        gate: Arc::clone(gate),
-        ingestor: Arc::clone(ingestor),
-        limits,
-        cancel: cancel.clone(),
+        gate: Arc::clone(&shared.gate),
+        registry: Arc::clone(&shared.registry),
+        ingestor: Arc::clone(&shared.ingestor),
+        settings: shared.settings,
+        cancel: shared.cancel.clone(),
+        failures: shared.failures.clone(),
     };
     let (ready_sender, ready) = oneshot::channel();
     let (go, go_receiver) = mpsc::sync_channel(1);
@@ -151,9 +177,10 @@ fn run_worker(
     go: mpsc::Receiver<bool>,
     done: oneshot::Sender<()>,
 ) {
-    let WorkerContext { worker_idx, listener, gate, ingestor, limits, cancel } = context;
-    // However the thread ends, the other workers stop waiting for its turn.
-    let _retire = RetireOnDrop { gate: Arc::clone(&gate), worker_idx };
+    let WorkerContext { worker_idx, listener, gate, registry, ingestor, settings, cancel, failures } = context;
+    // However the thread ends, the other workers stop waiting for its turn (and a panic is
+    // reported at once).
+    let _retire = RetireOnDrop { gate: Arc::clone(&gate), worker_idx, failures: failures.clone() };
     let runtime = match tokio_uring::Runtime::new(tokio_uring::builder().entries(RING_ENTRIES)) {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -181,7 +208,8 @@ fn run_worker(
     if go.recv() == Ok(true) {
         runtime.block_on(async move {
             let connection_cancel = cancel.clone();
-            accept_connections(listener, gate, worker_idx, cancel, move |connections, stream, peer, slot| {
+            let context = AcceptContext { gate, worker_idx, registry, cancel, failures };
+            accept_connections(listener, context, move |connections, stream, peer, slot| {
                 let stream = match into_uring_stream(stream) {
                     Ok(stream) => stream,
                     Err(err) => {
@@ -190,11 +218,19 @@ fn run_worker(
                     }
                 };
                 let ingestor = Arc::clone(&ingestor);
-                let cancel = connection_cancel.clone();
+                let shutdown = connection_cancel.clone();
                 connections.spawn_local(async move {
-                    let _slot = slot;
+                    let connection = Arc::clone(slot.registration().connection());
+                    let context = DriveContext {
+                        peer,
+                        ingestor: &ingestor,
+                        settings,
+                        shutdown: &shutdown,
+                        connection: &connection,
+                    };
                     let mut io = UringIo { stream };
-                    driver::drive(&mut io, peer, &ingestor, limits, &cancel).await;
+                    driver::drive(&mut io, &context).await;
+                    drop(slot);
                 });
             })
             .await;
@@ -208,15 +244,20 @@ fn run_worker(
     let _ = done.send(());
 }
 
-/// Marks a worker retired in the [`AcceptGate`] when its thread ends, even by panic.
+/// Marks a worker retired in the [`AcceptGate`] when its thread ends, even by panic, and reports
+/// a panic as the worker's failure.
 struct RetireOnDrop {
     gate: Arc<AcceptGate>,
     worker_idx: usize,
+    failures: async_mpsc::UnboundedSender<ServeError>,
 }
 
 impl Drop for RetireOnDrop {
     fn drop(&mut self) {
         self.gate.retire(self.worker_idx);
+        if std::thread::panicking() {
+            let _ = self.failures.send(ServeError::WorkerFailed { worker_idx: self.worker_idx });
+        }
     }
 }
 
@@ -238,6 +279,13 @@ impl UringIo {
     fn abort_in_flight(&self) {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
+
+    /// Ends the reading side only, which completes a read in flight at once and leaves the
+    /// connection able to send an answer (the 408 to a request that timed out). Reads from then
+    /// on return what already arrived, then end.
+    fn abort_read_in_flight(&self) {
+        let _ = self.stream.shutdown(Shutdown::Read);
+    }
 }
 
 impl ConnectionIo for UringIo {
@@ -250,22 +298,26 @@ impl ConnectionIo for UringIo {
             (result, slice) = &mut read => return (ReadOutcome::from(result), slice.into_inner()),
             interrupted = interrupt.wait() => interrupted,
         };
-        self.abort_in_flight();
+        match interrupted {
+            // The driver answers a request that ran out of time: keep the sending side.
+            Interrupted::DeadlinePassed => self.abort_read_in_flight(),
+            Interrupted::Shutdown | Interrupted::Closed => self.abort_in_flight(),
+        }
         let (_, slice) = read.await;
         (ReadOutcome::Interrupted(interrupted), slice.into_inner())
     }
 
-    async fn write_all(&mut self, output: Vec<u8>, deadline: Instant) -> (io::Result<()>, Vec<u8>) {
+    async fn write_all(&mut self, output: Vec<u8>, interrupt: Interrupt<'_>) -> (io::Result<()>, Vec<u8>) {
         let write = self.stream.write_all(output);
         tokio::pin!(write);
-        tokio::select! {
+        let interrupted = tokio::select! {
             biased;
             (result, output) = &mut write => return (result, output),
-            _ = Interrupt::Deadline(deadline).wait() => {}
-        }
+            interrupted = interrupt.wait() => interrupted,
+        };
         self.abort_in_flight();
         let (_, output) = write.await;
-        (Err(io::Error::new(io::ErrorKind::TimedOut, "writing the answer timed out")), output)
+        (Err(driver::interrupted_write(interrupted)), output)
     }
 
     async fn shutdown_write(&mut self) {

@@ -46,6 +46,11 @@ pub(super) struct ChunkedDecoder {
 }
 
 impl ChunkedDecoder {
+    /// Body bytes decoded so far.
+    pub(super) fn decoded_bytes(&self) -> usize {
+        self.body.len()
+    }
+
     /// The whole body once the last chunk and the trailers are in; `None` while more is needed.
     pub(super) fn decode(&mut self, input: &mut BytesMut, limits: &Limits) -> Result<Option<Bytes>, ChunkError> {
         let metadata_limit = limits.head_bytes_max;

@@ -617,6 +617,53 @@ fn read_buffer_round_trip_and_body_reservation() {
 }
 
 #[test]
+fn progress_tells_the_driver_how_far_a_request_has_come() {
+    let mut connection = Connection::new(LIMITS);
+    assert_eq!(connection.progress(), Progress::BetweenRequests);
+    connection.receive(b"POST /a HTTP/1.1\r\nContent-");
+    assert_eq!(connection.next_step(test_now()), Step::NeedInput);
+    assert_eq!(connection.progress(), Progress::Head);
+    connection.receive(b"Length: 10\r\n\r\nabc");
+    assert_eq!(connection.next_step(test_now()), Step::NeedInput);
+    assert_eq!(connection.progress(), Progress::Body { received_bytes: 3 });
+    // Bytes of a pipelined request do not count for this body.
+    connection.receive(b"defghijGET /b HTTP/1.1\r\n");
+    assert!(matches!(connection.next_step(test_now()), Step::Request(_)));
+    assert_eq!(connection.progress(), Progress::Answering);
+    connection.send_response(&Response::text(Status::Ok, "ok"), test_now());
+    assert_eq!(connection.next_step(test_now()), Step::NeedInput);
+    assert_eq!(connection.progress(), Progress::Head);
+
+    let mut chunked = Connection::new(LIMITS);
+    chunked.receive(b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3\r\nab");
+    assert_eq!(chunked.next_step(test_now()), Step::NeedInput);
+    assert_eq!(chunked.progress(), Progress::Body { received_bytes: 7 });
+}
+
+#[test]
+fn a_timed_out_request_is_answered_408_and_closed_an_idle_connection_just_closed() {
+    for partial in [&b"POST /v1/metrics HTTP/1.1\r\nHost"[..], b"POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\nab"] {
+        let mut connection = Connection::new(LIMITS);
+        connection.receive(partial);
+        assert_eq!(connection.next_step(test_now()), Step::NeedInput);
+        connection.time_out(test_now());
+        let output = connection.take_output();
+        let answer = &answers(&output)[0];
+        assert_eq!((answer.status, answer.header("connection")), (408, Some("close")));
+        assert_eq!(
+            connection.next_step(test_now()),
+            Step::Close(Close { reason: CloseReason::TimedOut, linger: true }),
+            "the peer may still be sending: linger"
+        );
+    }
+    let mut idle = Connection::new(LIMITS);
+    assert_eq!(idle.next_step(test_now()), Step::NeedInput);
+    idle.time_out(test_now());
+    assert_eq!(idle.pending_output(), 0);
+    assert_eq!(idle.next_step(test_now()), Step::Close(Close { reason: CloseReason::TimedOut, linger: false }));
+}
+
+#[test]
 fn output_buffers_are_recycled() {
     let mut connection = Connection::new(LIMITS);
     connection.receive(b"GET /a HTTP/1.1\r\n\r\n");
