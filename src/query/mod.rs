@@ -10,7 +10,7 @@ pub mod parser;
 pub mod spec;
 
 pub use engine::QueryEngine;
-pub use eval::{evaluate, Evaluation};
+pub use eval::{evaluate, evaluate_within, Evaluation, QueryBudget, QueryCostError};
 pub use operation::OperationOverTime;
 pub use parser::{parse_metric_query, Aggregation, LabelMatcher, MatchKind, MetricQuery, ParseError, QueryLimits};
 pub use spec::{MetadataError, QuerySpec, DEFAULT_WINDOW_SECONDS};
