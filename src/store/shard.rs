@@ -172,7 +172,9 @@ impl Shard {
         let end_position = first_position.saturating_add(series_max).min(series_idxs.len());
         for &idx in series_idxs.get(first_position..end_position).unwrap_or_default() {
             let Some(series) = self.slots.get(idx as usize).and_then(Option::as_ref) else { continue };
-            if let ControlFlow::Break(stop) = visit(&series.key, SeriesWindow::new(series.kind, &series.chunks, start_ms, end_ms)) {
+            if let ControlFlow::Break(stop) =
+                visit(&series.key, SeriesWindow::new(series.kind, &series.chunks, start_ms, end_ms))
+            {
                 return RunEnd::Stopped(stop);
             }
         }

@@ -323,12 +323,16 @@ mod tests {
         // The same counter, +10 per second with a reset after 3 s, reported both ways.
         let cumulative = chunks_of(&[(0, 100.0), (1_000, 110.0), (2_000, 120.0), (3_000, 10.0), (4_000, 20.0)]);
         let delta = chunks_of(&[(0, 7.0), (1_000, 10.0), (2_000, 10.0), (3_000, 10.0), (4_000, 10.0)]);
-        let rate_cumulative = SeriesWindow::new(SeriesKind::CumulativeCounter, &cumulative, 0, i64::MAX).value(WindowOp::Rate);
+        let rate_cumulative =
+            SeriesWindow::new(SeriesKind::CumulativeCounter, &cumulative, 0, i64::MAX).value(WindowOp::Rate);
         let rate_delta = SeriesWindow::new(SeriesKind::Delta, &delta, 0, i64::MAX).value(WindowOp::Rate);
         assert_eq!(rate_cumulative, Some(10.0));
         assert_eq!(rate_delta, Some(10.0));
         let one_sample = chunks_of(&[(0, 1.0)]);
-        assert_eq!(SeriesWindow::new(SeriesKind::CumulativeCounter, &one_sample, 0, i64::MAX).value(WindowOp::Rate), None);
+        assert_eq!(
+            SeriesWindow::new(SeriesKind::CumulativeCounter, &one_sample, 0, i64::MAX).value(WindowOp::Rate),
+            None
+        );
     }
 
     #[test]
