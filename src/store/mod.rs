@@ -36,6 +36,9 @@ const APPEND_SAMPLES_PER_LOCK: usize = 64;
 /// Series slots retention looks at per hold of a shard's write lock.
 const RETENTION_SLOTS_PER_LOCK: usize = 1024;
 
+/// Series slots a listing reads per hold of a shard's read lock.
+const LIST_SLOTS_PER_LOCK: usize = 1024;
+
 /// Series a query visits per hold of a shard's read lock (tens of microseconds of work).
 pub const VISIT_SERIES_PER_LOCK: usize = 256;
 
@@ -295,20 +298,24 @@ impl Store {
         self.shards.iter().map(|shard| shard.read().metric_series_bound(metric_name)).sum()
     }
 
-    /// Up to `limit` series whose metric name is `metric_name`, or of every metric when `None`.
+    /// Up to `limit` series whose metric name is `metric_name`, or of every metric when `None`,
+    /// sorted by key. Shards are read in ranges of slots, one read-lock hold per range.
     pub fn list_series(&self, metric_name: Option<&str>, limit: usize) -> Vec<SeriesSummary> {
         let mut listed = Vec::new();
-        for shard in self.shards.iter() {
-            shard.read().for_each_series(&mut |series| {
-                if listed.len() < limit && metric_name.is_none_or(|name| series.key.metric_name() == name) {
-                    listed.push(SeriesSummary {
-                        key: series.key.clone(),
-                        kind: series.kind,
-                        sample_count: series.sample_count(),
-                        last_timestamp_ms: series.last_timestamp_ms(),
-                    });
-                }
-            });
+        for shard_idx in 0..self.shards.len() {
+            let mut next_slot = Some(0);
+            while let Some(first_slot) = next_slot.filter(|_| listed.len() < limit) {
+                next_slot = self.visit_shard_slots(shard_idx, first_slot, LIST_SLOTS_PER_LOCK, |series| {
+                    if listed.len() < limit && metric_name.is_none_or(|name| series.key.metric_name() == name) {
+                        listed.push(SeriesSummary {
+                            key: series.key.clone(),
+                            kind: series.kind,
+                            sample_count: series.chunks.iter().map(Chunk::len).sum(),
+                            last_timestamp_ms: series.chunks.back().and_then(Chunk::last_timestamp_ms),
+                        });
+                    }
+                });
+            }
         }
         listed.sort_by(|a, b| a.key.cmp(&b.key));
         listed

@@ -85,10 +85,6 @@ impl Series {
         chunk.push(timestamp_ms, value);
         AppendResult::Appended
     }
-
-    pub fn sample_count(&self) -> usize {
-        self.chunks.iter().map(Chunk::len).sum()
-    }
 }
 
 #[derive(Debug, Default)]
@@ -196,11 +192,6 @@ impl Shard {
         let end_slot = first_slot.saturating_add(slot_count).min(self.slots.len());
         self.slots.get(first_slot..end_slot).into_iter().flatten().flatten().for_each(visit);
         (end_slot < self.slots.len()).then_some(end_slot)
-    }
-
-    /// Calls `visit` with every live series.
-    pub fn for_each_series(&self, visit: &mut impl FnMut(&Series)) {
-        self.slots.iter().flatten().for_each(visit);
     }
 
     /// Drops chunks whose newest sample is older than `cutoff_ms`, and the series left with no

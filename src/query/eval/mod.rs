@@ -114,7 +114,7 @@ pub fn evaluate_within(
         if series_visited > budget.series_max {
             return ControlFlow::Break(QueryCostError::TooManySeries { series_max: budget.series_max });
         }
-        if series_visited % SERIES_PER_CLOCK_CHECK == 0 && started.elapsed() > budget.time_max {
+        if series_visited.is_multiple_of(SERIES_PER_CLOCK_CHECK) && started.elapsed() > budget.time_max {
             return ControlFlow::Break(QueryCostError::TooSlow { time_max: budget.time_max });
         }
         if series_matches(query, key) {
