@@ -340,7 +340,7 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     pub min_body_bytes_per_second: u64,
     pub write_timeout: Duration,
-    /// HTTP/2 streams per connection on the OTLP/gRPC and admin ports.
+    /// HTTP/2 streams per connection on the OTLP/gRPC port (admin serves HTTP/1.1 only).
     pub concurrent_streams_max: u32,
     /// HTTP/2 streams per connection on the scaler port: at least `--max-streams` + 256.
     pub scaler_concurrent_streams_max: u32,

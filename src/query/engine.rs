@@ -1,32 +1,108 @@
-//! [`QueryEngine`]: evaluates a [`QuerySpec`] against the store now, and records how long it
-//! took. The scaler and the admin API both evaluate through it.
+//! [`QueryEngine`]: evaluates a [`QuerySpec`] against the store now, within a [`QueryBudget`],
+//! and records how long it took. The scaler and the admin API both evaluate through it.
+//!
+//! Where an evaluation runs: a query whose metric has few series (at most
+//! [`INLINE_SERIES_MAX`], well under a millisecond) is evaluated on the calling task; a bigger one
+//! on tokio's blocking pool, at most `offload_concurrency` at a time, so that no costly query
+//! holds an async worker that a GetMetrics answer or `/healthz` is waiting for. Either way a panic
+//! is caught (`otelscale_panics_total{site="query"}`) and answered as an internal error.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::eval::{evaluate, Evaluation};
+use tokio::sync::Semaphore;
+
+use super::eval::{evaluate_within, Evaluation, QueryBudget, QueryCostError};
 use super::spec::QuerySpec;
+use crate::config::Config;
+use crate::outcome::PanicSite;
+use crate::panics::{self, PanicCaught};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
+
+/// Series of a metric up to which a query is evaluated inline.
+pub const INLINE_SERIES_MAX: usize = 4096;
+
+/// Why a query got no value.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Cost(#[from] QueryCostError),
+    /// Every off-runtime evaluation slot stayed taken for the query's whole time budget.
+    #[error("too many costly queries at once: none could start within {} ms (--query-timeout)", waited.as_millis())]
+    Busy { waited: Duration },
+    #[error(transparent)]
+    Panicked(#[from] PanicCaught),
+}
+
+impl QueryBudget {
+    /// The budget `--max-query-series` and `--query-timeout` give each query.
+    pub fn from_config(config: &Config) -> QueryBudget {
+        QueryBudget { series_max: config.query_series_max, time_max: config.query_timeout }
+    }
+}
 
 /// Evaluates queries for the scaler and the admin API; owns nothing but shared handles.
 #[derive(Debug, Clone)]
 pub struct QueryEngine {
     store: Arc<Store>,
     telemetry: Arc<Telemetry>,
+    /// Slots for evaluations off the async runtime.
+    offload_permits: Arc<Semaphore>,
 }
 
 impl QueryEngine {
+    /// An engine that runs up to one big evaluation per CPU core at a time.
     pub fn new(store: Arc<Store>, telemetry: Arc<Telemetry>) -> Self {
-        QueryEngine { store, telemetry }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        QueryEngine::with_offload_concurrency(store, telemetry, cores)
     }
 
-    /// Evaluates `spec` now, recording the duration.
-    pub fn evaluate(&self, spec: &QuerySpec) -> Evaluation {
+    /// An engine that runs up to `offload_concurrency` big evaluations at a time.
+    pub fn with_offload_concurrency(store: Arc<Store>, telemetry: Arc<Telemetry>, offload_concurrency: usize) -> Self {
+        assert!(offload_concurrency > 0, "validated in Config");
+        QueryEngine { store, telemetry, offload_permits: Arc::new(Semaphore::new(offload_concurrency)) }
+    }
+
+    /// Evaluates `spec` now on the calling thread, recording the duration.
+    pub fn evaluate_blocking(&self, spec: &QuerySpec, budget: QueryBudget) -> Result<Evaluation, QueryError> {
         let started = Instant::now();
-        let evaluation =
-            evaluate(&self.store, &spec.query, spec.operation.window_op(), spec.window_ms, crate::clock::now_ms());
+        let evaluated = panics::catch(&self.telemetry, PanicSite::Query, || {
+            let now_ms = crate::clock::now_ms();
+            evaluate_within(&self.store, &spec.query, spec.operation.window_op(), spec.window_ms, now_ms, budget)
+        });
         self.telemetry.record_query_duration(started.elapsed());
-        evaluation
+        Ok(evaluated??)
+    }
+
+    /// Evaluates `spec` now: inline when its metric is small, else off the async runtime.
+    pub async fn evaluate(&self, spec: &QuerySpec, budget: QueryBudget) -> Result<Evaluation, QueryError> {
+        if self.store.metric_series_bound(&spec.query.metric_name) <= INLINE_SERIES_MAX {
+            return self.evaluate_blocking(spec, budget);
+        }
+        self.evaluate_off_runtime(spec.clone(), budget).await
+    }
+
+    /// Evaluates `spec` on tokio's blocking pool, waiting at most the budget's time for a slot.
+    pub async fn evaluate_off_runtime(&self, spec: QuerySpec, budget: QueryBudget) -> Result<Evaluation, QueryError> {
+        let waited = budget.time_max;
+        let permit = match tokio::time::timeout(waited, Arc::clone(&self.offload_permits).acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) | Err(_) => return Err(QueryError::Busy { waited }),
+        };
+        let engine = self.clone();
+        let evaluated = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            engine.evaluate_blocking(&spec, budget)
+        })
+        .await;
+        match evaluated {
+            Ok(result) => result,
+            // The closure catches panics itself; a join error means the runtime is shutting down.
+            Err(join_error) => Err(QueryError::Panicked(PanicCaught {
+                site: PanicSite::Query,
+                message: format!("the evaluation task did not finish: {join_error}"),
+            })),
+        }
     }
 }

@@ -9,8 +9,8 @@ pub mod operation;
 pub mod parser;
 pub mod spec;
 
-pub use engine::QueryEngine;
-pub use eval::{evaluate, Evaluation};
+pub use engine::{QueryEngine, QueryError};
+pub use eval::{evaluate, evaluate_within, Evaluation, QueryBudget, QueryCostError};
 pub use operation::OperationOverTime;
 pub use parser::{parse_metric_query, Aggregation, LabelMatcher, MatchKind, MetricQuery, ParseError, QueryLimits};
 pub use spec::{MetadataError, QuerySpec, DEFAULT_WINDOW_SECONDS};

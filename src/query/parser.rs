@@ -53,6 +53,11 @@ impl Default for QueryLimits {
 /// Cap on the compiled program of one regex (`RegexBuilder::size_limit`): a short source such as
 /// `(a{100}){100}` can still compile into something huge.
 const REGEX_COMPILED_BYTES_MAX: usize = 1 << 20;
+/// Cap on the compiled programs of all the regexes of one query together: each of a query's `n`
+/// regexes may use `1/n` of it (and at most [`REGEX_COMPILED_BYTES_MAX`]). Compile time follows
+/// program size, so this bounds what parsing one query costs: 64 regexes like `\w{20}` (Unicode
+/// word characters) would otherwise take about a second to compile.
+const REGEX_COMPILED_BYTES_PER_QUERY_MAX: usize = 2 << 20;
 /// Cap on the lazy-DFA cache of one regex (`RegexBuilder::dfa_size_limit`).
 const REGEX_DFA_CACHE_BYTES_MAX: usize = 1 << 20;
 /// Every regex is compiled as `^(?:source)$`, fully anchored like Prometheus.
@@ -236,7 +241,11 @@ pub fn parse_metric_query(query: &str, limits: &QueryLimits) -> Result<MetricQue
             ),
         });
     }
-    let mut parser = QueryParser { query, position: 0, limits: *limits };
+    // An upper bound of the regex matchers (`=~` or `!~` may also sit inside a quoted value).
+    let regex_operators = query.matches("=~").count() + query.matches("!~").count();
+    let regex_compiled_bytes_max =
+        (REGEX_COMPILED_BYTES_PER_QUERY_MAX / regex_operators.max(1)).min(REGEX_COMPILED_BYTES_MAX);
+    let mut parser = QueryParser { query, position: 0, limits: *limits, regex_compiled_bytes_max };
     parser.parse_query()
 }
 
@@ -302,6 +311,9 @@ struct QueryParser<'query> {
     query: &'query str,
     position: usize,
     limits: QueryLimits,
+    /// The compiled-size limit of each of this query's regexes: their share of
+    /// [`REGEX_COMPILED_BYTES_PER_QUERY_MAX`].
+    regex_compiled_bytes_max: usize,
 }
 
 impl<'query> QueryParser<'query> {
@@ -613,7 +625,7 @@ impl<'query> QueryParser<'query> {
         }
         let compile = |pattern: &str| {
             RegexBuilder::new(pattern)
-                .size_limit(REGEX_COMPILED_BYTES_MAX)
+                .size_limit(self.regex_compiled_bytes_max)
                 .dfa_size_limit(REGEX_DFA_CACHE_BYTES_MAX)
                 .build()
         };
@@ -629,8 +641,19 @@ impl<'query> QueryParser<'query> {
             )
         };
         // The source must be a complete regex on its own: otherwise `a)|(b` would close the
-        // anchoring group early and compile into the unanchored `^(?:a)|(b)$`.
-        compile(regex_source).map_err(invalid_regex)?;
+        // anchoring group early and compile into the unanchored `^(?:a)|(b)$`. Parsing it (no
+        // compiling) tells; the regex is then compiled once, anchored.
+        if let Err(syntax_error) = regex_syntax::Parser::new().parse(regex_source) {
+            return Err(self.error_at(
+                value_position,
+                format!(
+                    "invalid regex {} for label {}: {}",
+                    quote_for_message(regex_source),
+                    quote_for_message(label_name),
+                    summarize_regex_syntax_error(&syntax_error.to_string())
+                ),
+            ));
+        }
         compile(&format!("{REGEX_ANCHOR_PREFIX}{regex_source}{REGEX_ANCHOR_SUFFIX}")).map_err(invalid_regex)
     }
 }
@@ -639,17 +662,21 @@ impl<'query> QueryParser<'query> {
 /// then `error: ...`).
 fn summarize_regex_error(regex_error: &regex::Error) -> String {
     match regex_error {
-        regex::Error::Syntax(full_text) => {
-            let error_line = full_text.lines().filter_map(|line| line.trim().strip_prefix("error:")).next_back();
-            match error_line {
-                Some(error_line) => error_line.trim().to_string(),
-                None => full_text.split_whitespace().collect::<Vec<_>>().join(" "),
-            }
-        }
-        regex::Error::CompiledTooBig(bytes_max) => {
-            format!("the compiled regex would be larger than the limit of {bytes_max} bytes")
-        }
+        regex::Error::Syntax(full_text) => summarize_regex_syntax_error(full_text),
+        regex::Error::CompiledTooBig(bytes_max) => format!(
+            "the compiled regex would be larger than the limit of {bytes_max} bytes (the regexes of one query \
+             share {REGEX_COMPILED_BYTES_PER_QUERY_MAX} bytes)"
+        ),
         other => other.to_string().split_whitespace().collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// The `error: ...` line of a regex syntax error's text (pattern, carets, then the error).
+fn summarize_regex_syntax_error(full_text: &str) -> String {
+    let error_line = full_text.lines().filter_map(|line| line.trim().strip_prefix("error:")).next_back();
+    match error_line {
+        Some(error_line) => error_line.trim().to_string(),
+        None => full_text.split_whitespace().collect::<Vec<_>>().join(" "),
     }
 }
 

@@ -21,7 +21,7 @@ use super::proto::{
 use super::trigger::TriggerSpec;
 use crate::activity::ActivityHub;
 use crate::config::Config;
-use crate::query::QueryEngine;
+use crate::query::{QueryBudget, QueryEngine, QueryError};
 use crate::store::Store;
 use crate::telemetry::{ScalerMethod, Telemetry};
 
@@ -32,6 +32,7 @@ pub struct ScalerService {
     activity: Arc<ActivityHub>,
     config: Arc<Config>,
     stream_permits: Arc<Semaphore>,
+    query_budget: QueryBudget,
     /// Cancelled at shutdown: open streams end so the server can drain.
     shutdown: CancellationToken,
 }
@@ -46,7 +47,8 @@ impl ScalerService {
     ) -> Self {
         let stream_permits = Arc::new(Semaphore::new(config.streams_max));
         let engine = QueryEngine::new(store, Arc::clone(&telemetry));
-        ScalerService { engine, telemetry, activity, config, stream_permits, shutdown }
+        let query_budget = QueryBudget::from_config(&config);
+        ScalerService { engine, telemetry, activity, config, stream_permits, query_budget, shutdown }
     }
 
     fn trigger(&self, scaled_object: &ScaledObjectRef) -> Result<TriggerSpec, Status> {
@@ -55,9 +57,9 @@ impl ScalerService {
     }
 
     /// The trigger's value after clamping; 0 (or NOT_FOUND with `--no-match-is-error`) when no
-    /// series matched.
-    fn trigger_value(&self, trigger: &TriggerSpec) -> Result<f64, Status> {
-        let evaluation = self.engine.evaluate(&trigger.query);
+    /// series matched. A query over its budget is RESOURCE_EXHAUSTED, naming the limit.
+    async fn trigger_value(&self, trigger: &TriggerSpec) -> Result<f64, Status> {
+        let evaluation = self.engine.evaluate(&trigger.query, self.query_budget).await.map_err(query_status)?;
         let value = match evaluation.value {
             Some(value) => value,
             None if self.config.no_match_is_error => {
@@ -72,8 +74,8 @@ impl ScalerService {
         Ok(trigger.clamp(value))
     }
 
-    fn is_active(&self, trigger: &TriggerSpec) -> Result<bool, Status> {
-        Ok(self.trigger_value(trigger)? > trigger.activation_target_value)
+    async fn is_active(&self, trigger: &TriggerSpec) -> Result<bool, Status> {
+        Ok(self.trigger_value(trigger).await? > trigger.activation_target_value)
     }
 
     fn record<T>(&self, method: ScalerMethod, result: Result<T, Status>) -> Result<T, Status> {
@@ -82,6 +84,30 @@ impl ScalerService {
             tracing::debug!(method = ?method, code = ?status.code(), message = status.message(), "scaler call failed");
         }
         result
+    }
+}
+
+/// One open StreamIsActive stream in `otelscale_streams_open`, while it lives.
+struct OpenStream<'a>(&'a Telemetry);
+
+impl<'a> OpenStream<'a> {
+    fn count(telemetry: &'a Telemetry) -> Self {
+        telemetry.stream_opened();
+        OpenStream(telemetry)
+    }
+}
+
+impl Drop for OpenStream<'_> {
+    fn drop(&mut self) {
+        self.0.stream_closed();
+    }
+}
+
+/// The gRPC status of a query that got no value.
+fn query_status(error: QueryError) -> Status {
+    match error {
+        QueryError::Cost(_) | QueryError::Busy { .. } => Status::resource_exhausted(error.to_string()),
+        QueryError::Panicked(_) => Status::internal(error.to_string()),
     }
 }
 
@@ -96,7 +122,10 @@ type IsActiveStream = Pin<Box<dyn Stream<Item = Result<IsActiveResponse, Status>
 #[tonic::async_trait]
 impl ExternalScaler for ScalerService {
     async fn is_active(&self, request: Request<ScaledObjectRef>) -> Result<Response<IsActiveResponse>, Status> {
-        let result = self.trigger(request.get_ref()).and_then(|trigger| self.is_active(&trigger));
+        let result = match self.trigger(request.get_ref()) {
+            Ok(trigger) => self.is_active(&trigger).await,
+            Err(status) => Err(status),
+        };
         let active = self.record(ScalerMethod::IsActive, result)?;
         Ok(Response::new(IsActiveResponse { result: active }))
     }
@@ -130,12 +159,13 @@ impl ExternalScaler for ScalerService {
         );
         crate::panics::spawn_catching(Arc::clone(&self.telemetry), crate::outcome::PanicSite::Stream, async move {
             let _permit = permit;
-            service.telemetry.stream_opened();
+            // Counted closed however the task ends, a caught panic included.
+            let _open = OpenStream::count(&service.telemetry);
             let mut last_sent: Option<bool> = None;
             let mut resend_at = tokio::time::Instant::now();
             loop {
                 // With --no-match-is-error a stream reports "inactive" rather than closing.
-                let active = service.is_active(&trigger).unwrap_or(false);
+                let active = service.is_active(&trigger).await.unwrap_or(false);
                 let now = tokio::time::Instant::now();
                 if last_sent != Some(active) || now >= resend_at {
                     // A client with a zero flow-control window fills the channel: shutdown must
@@ -158,7 +188,6 @@ impl ExternalScaler for ScalerService {
                     () = service.shutdown.cancelled() => break,
                 }
             }
-            service.telemetry.stream_closed();
             tracing::info!(scaled_object = %scaled_object.name, namespace = %scaled_object.namespace, "StreamIsActive closed");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
@@ -180,26 +209,24 @@ impl ExternalScaler for ScalerService {
 
     async fn get_metrics(&self, request: Request<GetMetricsRequest>) -> Result<Response<GetMetricsResponse>, Status> {
         let request = request.into_inner();
-        let result = request
-            .scaled_object_ref
-            .as_ref()
-            .ok_or_else(|| Status::invalid_argument("GetMetricsRequest.scaledObjectRef is required"))
-            .and_then(|scaled_object| self.trigger(scaled_object))
-            .and_then(|trigger| {
-                let value = self.trigger_value(&trigger)?;
-                let metric_name = if request.metric_name.is_empty() {
-                    trigger.metric_name.clone()
-                } else {
-                    request.metric_name.clone()
-                };
-                Ok(GetMetricsResponse {
-                    metric_values: vec![MetricValue {
-                        metric_name,
-                        metric_value: ceiling_i64(value),
-                        metric_value_float: value,
-                    }],
-                })
-            });
+        let result = async {
+            let scaled_object = request
+                .scaled_object_ref
+                .as_ref()
+                .ok_or_else(|| Status::invalid_argument("GetMetricsRequest.scaledObjectRef is required"))?;
+            let trigger = self.trigger(scaled_object)?;
+            let value = self.trigger_value(&trigger).await?;
+            let metric_name =
+                if request.metric_name.is_empty() { trigger.metric_name.clone() } else { request.metric_name.clone() };
+            Ok(GetMetricsResponse {
+                metric_values: vec![MetricValue {
+                    metric_name,
+                    metric_value: ceiling_i64(value),
+                    metric_value_float: value,
+                }],
+            })
+        }
+        .await;
         Ok(Response::new(self.record(ScalerMethod::GetMetrics, result)?))
     }
 }

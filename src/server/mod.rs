@@ -39,7 +39,6 @@ use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::ingest::grpc::OtlpGrpcService;
 use crate::ingest::{self, Ingestor};
-use crate::query::QueryEngine;
 use crate::scaler::proto::external_scaler_server::ExternalScalerServer;
 use crate::scaler::ScalerService;
 use crate::store::Store;
@@ -139,13 +138,8 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     let scaler =
         ScalerService::new(Arc::clone(&config), Arc::clone(&store), Arc::clone(&telemetry), activity, cancel.clone());
     let ready = Arc::new(AtomicBool::new(false));
-    let admin_state = AdminState {
-        config: Arc::clone(&config),
-        store: Arc::clone(&store),
-        telemetry: Arc::clone(&telemetry),
-        engine: QueryEngine::new(Arc::clone(&store), Arc::clone(&telemetry)),
-        ready: Arc::clone(&ready),
-    };
+    let admin_state =
+        AdminState::new(Arc::clone(&config), Arc::clone(&store), Arc::clone(&telemetry), Arc::clone(&ready));
     let connections_max = config.connections_max;
     // Certificates first: a bad file stops start-up before anything else happens.
     let port_tls = PortTls::load(&config, &cancel).inspect_err(|_| cancel.cancel())?;

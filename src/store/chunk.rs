@@ -284,12 +284,33 @@ impl Chunk {
         kernels::first_idx_at_or_after(self.offsets_ms(), start_offset_ms)
     }
 
+    /// Number of samples with `timestamp <= end_ms`: the index just past the last of them.
+    pub fn end_idx_at_or_before(&self, end_ms: i64) -> usize {
+        if self.last_timestamp_ms().is_none_or(|last_ms| last_ms <= end_ms) {
+            return self.len();
+        }
+        match end_ms.checked_sub(self.block.summary.base_ms).map(u32::try_from) {
+            // The first sample with an offset beyond `end_ms`'s.
+            Some(Ok(end_offset_ms)) => match end_offset_ms.checked_add(1) {
+                Some(after_end_ms) => kernels::first_idx_at_or_after(self.offsets_ms(), after_end_ms),
+                None => self.len(),
+            },
+            // Before the first sample.
+            _ => 0,
+        }
+    }
+
     /// The samples from index `first_idx` on.
     pub fn slice_from(&self, first_idx: usize) -> ChunkSlice<'_> {
+        self.slice(first_idx, self.len())
+    }
+
+    /// The samples of indices `first_idx..end_idx`.
+    pub fn slice(&self, first_idx: usize, end_idx: usize) -> ChunkSlice<'_> {
         ChunkSlice {
             base_ms: self.block.summary.base_ms,
-            offsets_ms: &self.offsets_ms()[first_idx..],
-            values: &self.values()[first_idx..],
+            offsets_ms: &self.offsets_ms()[first_idx..end_idx],
+            values: &self.values()[first_idx..end_idx],
         }
     }
 

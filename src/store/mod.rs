@@ -14,6 +14,7 @@ mod shard;
 mod window;
 
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
@@ -27,13 +28,35 @@ pub use series_key::{
 pub use window::{SeriesKind, SeriesWindow, WindowOp};
 
 use chunk::Chunk;
-use shard::{AppendResult, Shard};
+use shard::{AppendResult, RunEnd, Shard};
 
 /// Samples appended per hold of a shard's write lock.
 const APPEND_SAMPLES_PER_LOCK: usize = 64;
 
 /// Series slots retention looks at per hold of a shard's write lock.
 const RETENTION_SLOTS_PER_LOCK: usize = 1024;
+
+/// Series slots a listing reads per hold of a shard's read lock.
+const LIST_SLOTS_PER_LOCK: usize = 1024;
+
+/// Series a query visits per hold of a shard's read lock (tens of microseconds of work).
+pub const VISIT_SERIES_PER_LOCK: usize = 256;
+
+/// Counts a metric walk under way on a shard (see [`Store::visit_metric`]) while it lives.
+struct WalkUnderWay<'a>(&'a AtomicUsize);
+
+impl<'a> WalkUnderWay<'a> {
+    fn start(walks: &'a AtomicUsize) -> Self {
+        walks.fetch_add(1, Ordering::AcqRel);
+        WalkUnderWay(walks)
+    }
+}
+
+impl Drop for WalkUnderWay<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Store sizing, taken from the validated [`crate::config::Config`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +117,8 @@ pub enum RestoreOutcome {
 #[derive(Debug)]
 pub struct Store {
     shards: Box<[RwLock<Shard>]>,
+    /// Per shard: metric walks under way, which keep retention from shifting postings.
+    walks_under_way: Box<[AtomicUsize]>,
     series_count: AtomicUsize,
     config: StoreConfig,
 }
@@ -102,7 +127,8 @@ impl Store {
     pub fn new(config: StoreConfig) -> Self {
         assert!(config.shard_count > 0, "shard_count is validated to be positive");
         let shards = (0..config.shard_count).map(|_| RwLock::new(Shard::default())).collect();
-        Store { shards, series_count: AtomicUsize::new(0), config }
+        let walks_under_way = (0..config.shard_count).map(|_| AtomicUsize::new(0)).collect();
+        Store { shards, walks_under_way, series_count: AtomicUsize::new(0), config }
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -231,28 +257,65 @@ impl Store {
             .is_ok()
     }
 
-    /// Calls `visit` for every series of `metric_name` (normalized), with a window view over the
-    /// samples with `timestamp >= start_ms`. Shards are read one at a time.
-    pub fn visit_metric(&self, metric_name: &str, start_ms: i64, mut visit: impl FnMut(&SeriesKey, SeriesWindow<'_>)) {
-        for shard in self.shards.iter() {
-            shard.read().visit_metric(metric_name, start_ms, &mut visit);
+    /// Calls `visit` for every series of `metric_name` (normalized), with a window view over its
+    /// samples stamped in `start_ms..=end_ms` (`end_ms` is the evaluation time: later samples
+    /// are not read), until `visit` breaks. Shards are read one at a time, and each shard's read
+    /// lock is held for at most [`VISIT_SERIES_PER_LOCK`] series: appends and retention wait for
+    /// one run, never for a whole scan. A series appended to during the walk is seen with or
+    /// without its newest samples; one created during it may be missed; none is visited twice.
+    pub fn visit_metric<B>(
+        &self,
+        metric_name: &str,
+        start_ms: i64,
+        end_ms: i64,
+        mut visit: impl FnMut(&SeriesKey, SeriesWindow<'_>) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        for (shard, walks) in self.shards.iter().zip(self.walks_under_way.iter()) {
+            // Counted before the first run's lock, so retention leaves tombstones instead of
+            // shifting positions until the walk is over.
+            let _walk = WalkUnderWay::start(walks);
+            let mut position = 0;
+            loop {
+                let run = shard.read().visit_metric_run(
+                    metric_name,
+                    position,
+                    VISIT_SERIES_PER_LOCK,
+                    (start_ms, end_ms),
+                    &mut visit,
+                );
+                match run {
+                    RunEnd::Next(next_position) => position = next_position,
+                    RunEnd::Done => break,
+                    RunEnd::Stopped(stop) => return ControlFlow::Break(stop),
+                }
+            }
         }
+        ControlFlow::Continue(())
     }
 
-    /// Up to `limit` series whose metric name is `metric_name`, or of every metric when `None`.
+    /// An upper bound of the series of `metric_name`: what a query over it may cost.
+    pub fn metric_series_bound(&self, metric_name: &str) -> usize {
+        self.shards.iter().map(|shard| shard.read().metric_series_bound(metric_name)).sum()
+    }
+
+    /// Up to `limit` series whose metric name is `metric_name`, or of every metric when `None`,
+    /// sorted by key. Shards are read in ranges of slots, one read-lock hold per range.
     pub fn list_series(&self, metric_name: Option<&str>, limit: usize) -> Vec<SeriesSummary> {
         let mut listed = Vec::new();
-        for shard in self.shards.iter() {
-            shard.read().for_each_series(&mut |series| {
-                if listed.len() < limit && metric_name.is_none_or(|name| series.key.metric_name() == name) {
-                    listed.push(SeriesSummary {
-                        key: series.key.clone(),
-                        kind: series.kind,
-                        sample_count: series.sample_count(),
-                        last_timestamp_ms: series.last_timestamp_ms(),
-                    });
-                }
-            });
+        for shard_idx in 0..self.shards.len() {
+            let mut next_slot = Some(0);
+            while let Some(first_slot) = next_slot.filter(|_| listed.len() < limit) {
+                next_slot = self.visit_shard_slots(shard_idx, first_slot, LIST_SLOTS_PER_LOCK, |series| {
+                    if listed.len() < limit && metric_name.is_none_or(|name| series.key.metric_name() == name) {
+                        listed.push(SeriesSummary {
+                            key: series.key.clone(),
+                            kind: series.kind,
+                            sample_count: series.chunks.iter().map(Chunk::len).sum(),
+                            last_timestamp_ms: series.chunks.back().and_then(Chunk::last_timestamp_ms),
+                        });
+                    }
+                });
+            }
         }
         listed.sort_by(|a, b| a.key.cmp(&b.key));
         listed
@@ -263,12 +326,17 @@ impl Store {
     pub fn drop_expired(&self, now_ms: i64) -> usize {
         let cutoff_ms = now_ms.saturating_sub(self.config.retention_ms);
         let mut series_removed = 0;
-        for shard in self.shards.iter() {
+        for (shard, walks) in self.shards.iter().zip(self.walks_under_way.iter()) {
             // A range of slots per lock hold: appends and queries of this shard wait for one
             // range (tens of microseconds), not for a scan of the whole shard.
             let mut next_slot = Some(0);
             while let Some(first_slot) = next_slot {
-                let (removed, next) = shard.write().drop_expired(cutoff_ms, first_slot, RETENTION_SLOTS_PER_LOCK);
+                let mut shard = shard.write();
+                // Read under the write lock: a walk that has not started its first run yet
+                // waits for this one, and one under way has already counted itself.
+                let compact = walks.load(Ordering::Acquire) == 0;
+                let (removed, next) = shard.drop_expired(cutoff_ms, first_slot, RETENTION_SLOTS_PER_LOCK, compact);
+                drop(shard);
                 self.series_count.fetch_sub(removed, Ordering::AcqRel);
                 series_removed += removed;
                 next_slot = next;

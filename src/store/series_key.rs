@@ -170,9 +170,21 @@ impl SeriesKey {
         self.n_labels()
     }
 
-    /// The value of label `name`, if the series has it.
+    /// The value of label `name`, if the series has it. Names are compared as bytes in place
+    /// (no UTF-8 check of the labels passed over); only the value found is checked, once.
     pub fn label_value(&self, name: &str) -> Option<&str> {
-        self.labels().find(|label| label.name == name).map(|label| label.value)
+        let blob = &self.blob[..];
+        let mut offset = self.strings_start() + read_u32(blob, 0);
+        for label_idx in 0..self.n_labels() {
+            let header = HEADER_BYTES + label_idx * LABEL_HEADER_BYTES;
+            let (name_len, value_len) = (read_u32(blob, header), read_u32(blob, header + 4));
+            let value_start = offset + name_len;
+            if &blob[offset..value_start] == name.as_bytes() {
+                return Some(self.str_at(value_start, value_len));
+            }
+            offset = value_start + value_len;
+        }
+        None
     }
 
     /// Whether this key is the series `metric_name` + `labels` (canonical order). Compares bytes

@@ -4,6 +4,7 @@
 //! Slots of removed series and the chunks they held are reused by new ones.
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::ControlFlow;
 
 use hashbrown::HashTable;
 
@@ -16,6 +17,31 @@ pub(super) type SeriesIdx = u32;
 
 /// Spare chunks kept per shard for reuse; beyond this they are freed.
 const SPARE_CHUNKS_MAX: usize = 4096;
+
+/// A postings entry of a series removed while a query was walking the shard (see
+/// [`MetricPostings`]).
+const TOMBSTONE: SeriesIdx = SeriesIdx::MAX;
+
+/// The slots of one metric's series, in insertion order. A query walks them in runs, releasing
+/// the shard's lock between runs, and resumes by position; so while a walk is under way,
+/// retention does not shift positions: it replaces a removed series by a [`TOMBSTONE`], and
+/// removes tombstones only when no walk is under way (`compact`).
+#[derive(Debug, Default)]
+struct MetricPostings {
+    series_idxs: Vec<SeriesIdx>,
+    tombstones: usize,
+}
+
+/// Where a run of a metric walk ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RunEnd<B> {
+    /// More series from this postings position on.
+    Next(usize),
+    /// Every series of the metric in the shard was visited.
+    Done,
+    /// The visitor stopped the walk.
+    Stopped(B),
+}
 
 #[derive(Debug)]
 pub(super) struct Series {
@@ -59,10 +85,6 @@ impl Series {
         chunk.push(timestamp_ms, value);
         AppendResult::Appended
     }
-
-    pub fn sample_count(&self) -> usize {
-        self.chunks.iter().map(Chunk::len).sum()
-    }
 }
 
 #[derive(Debug, Default)]
@@ -72,7 +94,9 @@ pub(super) struct Shard {
     slots: Vec<Option<Series>>,
     free_slots: Vec<SeriesIdx>,
     /// Metric name → slots of its series, so a query touches only its metric's series.
-    postings: HashMap<Box<str>, Vec<SeriesIdx>>,
+    postings: HashMap<Box<str>, MetricPostings>,
+    /// Tombstones in all of `postings`.
+    tombstones: usize,
     spare_chunks: Vec<Chunk>,
 }
 
@@ -112,9 +136,9 @@ impl Shard {
         let metric_name = self.slots[idx as usize].as_ref().expect("just inserted").key.metric_name();
         // The metric's name is allocated once, with its first series.
         match self.postings.get_mut(metric_name) {
-            Some(series_idxs) => series_idxs.push(idx),
+            Some(postings) => postings.series_idxs.push(idx),
             None => {
-                self.postings.insert(metric_name.into(), vec![idx]);
+                self.postings.insert(metric_name.into(), MetricPostings { series_idxs: vec![idx], tombstones: 0 });
             }
         }
         idx
@@ -128,15 +152,38 @@ impl Shard {
     }
 
     /// Calls `visit` for every series of `metric_name` with its window starting at `start_ms`.
-    pub fn visit_metric(&self, metric_name: &str, start_ms: i64, visit: &mut impl FnMut(&SeriesKey, SeriesWindow<'_>)) {
-        let Some(series_idxs) = self.postings.get(metric_name) else {
-            return;
-        };
-        for &idx in series_idxs {
-            if let Some(series) = &self.slots[idx as usize] {
-                visit(&series.key, SeriesWindow::new(series.kind, &series.chunks, start_ms));
+    /// Calls `visit` with the live series of `metric_name` at postings positions
+    /// `first_position..first_position + series_max`, each with a window over its samples
+    /// stamped in `start_ms..=end_ms`, until `visit` breaks.
+    pub fn visit_metric_run<B>(
+        &self,
+        metric_name: &str,
+        first_position: usize,
+        series_max: usize,
+        (start_ms, end_ms): (i64, i64),
+        visit: &mut impl FnMut(&SeriesKey, SeriesWindow<'_>) -> ControlFlow<B>,
+    ) -> RunEnd<B> {
+        let Some(postings) = self.postings.get(metric_name) else { return RunEnd::Done };
+        let series_idxs = &postings.series_idxs;
+        let end_position = first_position.saturating_add(series_max).min(series_idxs.len());
+        for &idx in series_idxs.get(first_position..end_position).unwrap_or_default() {
+            let Some(series) = self.slots.get(idx as usize).and_then(Option::as_ref) else { continue };
+            if let ControlFlow::Break(stop) =
+                visit(&series.key, SeriesWindow::new(series.kind, &series.chunks, start_ms, end_ms))
+            {
+                return RunEnd::Stopped(stop);
             }
         }
+        if end_position < series_idxs.len() {
+            RunEnd::Next(end_position)
+        } else {
+            RunEnd::Done
+        }
+    }
+
+    /// Series of `metric_name` in this shard (tombstones included: an upper bound).
+    pub fn metric_series_bound(&self, metric_name: &str) -> usize {
+        self.postings.get(metric_name).map_or(0, |postings| postings.series_idxs.len())
     }
 
     /// Calls `visit` with the live series in slots `first_slot..first_slot + slot_count`;
@@ -147,17 +194,22 @@ impl Shard {
         (end_slot < self.slots.len()).then_some(end_slot)
     }
 
-    /// Calls `visit` with every live series.
-    pub fn for_each_series(&self, visit: &mut impl FnMut(&Series)) {
-        self.slots.iter().flatten().for_each(visit);
-    }
-
     /// Drops chunks whose newest sample is older than `cutoff_ms`, and the series left with no
     /// chunk. Returns the number of series removed.
     /// Looks at the slots `first_slot..first_slot + slot_count` only, so that the caller can
     /// release the shard's lock between ranges; returns `(series removed, next slot)`, where the
-    /// next slot is `None` past the end.
-    pub fn drop_expired(&mut self, cutoff_ms: i64, first_slot: usize, slot_count: usize) -> (usize, Option<usize>) {
+    /// next slot is `None` past the end. `compact`: no query is walking the shard, so postings
+    /// may shift (tombstones are removed); otherwise removed series leave tombstones.
+    pub fn drop_expired(
+        &mut self,
+        cutoff_ms: i64,
+        first_slot: usize,
+        slot_count: usize,
+        compact: bool,
+    ) -> (usize, Option<usize>) {
+        if compact && self.tombstones > 0 {
+            self.compact_postings();
+        }
         let mut series_removed = 0;
         let mut touched_metrics: Vec<Box<str>> = Vec::new();
         let end_slot = first_slot.saturating_add(slot_count).min(self.slots.len());
@@ -191,14 +243,40 @@ impl Shard {
         touched_metrics.sort_unstable();
         touched_metrics.dedup();
         for metric_name in touched_metrics {
-            if let Some(series_idxs) = self.postings.get_mut(&metric_name) {
-                series_idxs.retain(|&idx| self.slots[idx as usize].is_some());
-                if series_idxs.is_empty() {
+            let Some(postings) = self.postings.get_mut(&metric_name) else { continue };
+            let slots = &self.slots;
+            // Slots freed by this call are not reused before it returns.
+            let is_live = |idx: SeriesIdx| idx != TOMBSTONE && slots[idx as usize].is_some();
+            if compact {
+                postings.series_idxs.retain(|&idx| is_live(idx));
+                self.tombstones -= postings.tombstones;
+                postings.tombstones = 0;
+                if postings.series_idxs.is_empty() {
                     self.postings.remove(&metric_name);
+                }
+            } else {
+                for idx in postings.series_idxs.iter_mut() {
+                    if *idx != TOMBSTONE && !is_live(*idx) {
+                        *idx = TOMBSTONE;
+                        postings.tombstones += 1;
+                        self.tombstones += 1;
+                    }
                 }
             }
         }
         (series_removed, (end_slot < self.slots.len()).then_some(end_slot))
+    }
+
+    /// Removes every tombstone (no query is walking the shard).
+    fn compact_postings(&mut self) {
+        self.postings.retain(|_, postings| {
+            if postings.tombstones > 0 {
+                postings.series_idxs.retain(|&idx| idx != TOMBSTONE);
+                postings.tombstones = 0;
+            }
+            !postings.series_idxs.is_empty()
+        });
+        self.tombstones = 0;
     }
 
     pub fn heap_bytes(&self) -> usize {

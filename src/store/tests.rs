@@ -78,7 +78,7 @@ proptest! {
         prop_assert_eq!(store.series_count(), model.len());
         for op in WindowOp::ALL {
             let mut seen = 0;
-            store.visit_metric("m", start_ms, |series_key, window| {
+            each_series(&store, "m", start_ms, |series_key, window| {
                 let pod: u32 = series_key.label_value("pod").unwrap()[1..].parse().unwrap();
                 let expected = naive_window_value(&model[&pod], start_ms, op);
                 assert!(close(window.value(op), expected), "{op:?} pod {pod}: {:?} vs {expected:?}", window.value(op));
@@ -89,6 +89,55 @@ proptest! {
     }
 }
 
+/// Calls `visit` for every series of `metric_name` with all its samples from `start_ms` on.
+fn each_series(store: &Store, metric_name: &str, start_ms: i64, mut visit: impl FnMut(&SeriesKey, SeriesWindow<'_>)) {
+    let walked: std::ops::ControlFlow<()> = store.visit_metric(metric_name, start_ms, i64::MAX, |key, window| {
+        visit(key, window);
+        std::ops::ControlFlow::Continue(())
+    });
+    assert!(walked.is_continue());
+}
+
+#[test]
+fn a_walk_in_runs_visits_each_series_once_while_retention_and_appends_run() {
+    // Far more series than one run holds, so walks release the locks many times; meanwhile
+    // half the series expire and come back, over and over.
+    let store = Arc::new(Store::new(config(100_000)));
+    let n_pods = 20 * VISIT_SERIES_PER_LOCK as u32;
+    store.append(batch((0..n_pods).map(|pod| (key("m", pod), 1_000, 1.0))), 1_000);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (store, stop) = (Arc::clone(&store), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut now_ms = 1_000;
+            while !stop.load(Ordering::Relaxed) {
+                now_ms += 100_000;
+                // The even pods stay; the odd ones expire and are created again.
+                store.append(batch((0..n_pods).step_by(2).map(|pod| (key("m", pod), now_ms - 1, 1.0))), now_ms);
+                store.drop_expired(now_ms);
+                store.append(batch((1..n_pods).step_by(2).map(|pod| (key("m", pod), now_ms, 1.0))), now_ms);
+            }
+        })
+    };
+    for _ in 0..30 {
+        let mut seen = std::collections::HashSet::new();
+        each_series(&store, "m", 0, |key, _| {
+            let pod = key.label_value("pod").unwrap().to_owned();
+            assert!(seen.insert(pod.clone()), "series {pod} visited twice in one walk");
+        });
+        // Every even pod lives throughout, so each walk must see it.
+        for pod in (0..n_pods).step_by(2) {
+            assert!(seen.contains(&format!("p{pod}")), "pod {pod} missed");
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+    // With no walk under way, retention removes the tombstones it left.
+    store.drop_expired(i64::MAX / 2);
+    assert_eq!(store.series_count(), 0);
+    assert_eq!(store.metric_series_bound("m"), 0);
+}
+
 #[test]
 fn out_of_order_and_duplicates() {
     let store = Store::new(config(10));
@@ -96,7 +145,7 @@ fn out_of_order_and_duplicates() {
         store.append(batch([(key("m", 1), 2_000, 1.0), (key("m", 1), 1_000, 2.0), (key("m", 1), 2_000, 3.0)]), 0);
     assert_eq!(outcome.appended, 2);
     assert_eq!(outcome.rejected_out_of_order, 1);
-    store.visit_metric("m", 0, |_, window| {
+    each_series(&store, "m", 0, |_, window| {
         assert_eq!(window.value(WindowOp::LastOne), Some(3.0));
         assert_eq!(window.sample_count(), 1);
     });
@@ -138,7 +187,7 @@ fn retention_drops_old_samples_and_empty_series_then_reuses_slots() {
     assert_eq!(outcome.series_created, 2);
     assert_eq!(store.series_count(), 3);
     let mut total = 0;
-    store.visit_metric("m", 0, |_, _| total += 1);
+    each_series(&store, "m", 0, |_, _| total += 1);
     assert_eq!(total, 3);
 }
 
@@ -160,7 +209,7 @@ fn parallel_writers_and_readers_see_consistent_data() {
         let store = Arc::clone(&store);
         std::thread::spawn(move || {
             for _ in 0..200 {
-                store.visit_metric("m", 0, |_, window| {
+                each_series(&store, "m", 0, |_, window| {
                     // Every sample's value equals its second; last_one never goes backwards past count.
                     let last = window.value(WindowOp::LastOne).unwrap();
                     let count = window.value(WindowOp::Count).unwrap();
@@ -174,5 +223,5 @@ fn parallel_writers_and_readers_see_consistent_data() {
     }
     reader.join().unwrap();
     assert_eq!(store.series_count(), 200);
-    store.visit_metric("m", 0, |_, window| assert_eq!(window.value(WindowOp::Count), Some(200.0)));
+    each_series(&store, "m", 0, |_, window| assert_eq!(window.value(WindowOp::Count), Some(200.0)));
 }

@@ -60,14 +60,19 @@ pub struct SeriesWindow<'a> {
     kind: SeriesKind,
     chunks: &'a VecDeque<Chunk>,
     start_ms: i64,
+    /// The evaluation time: samples stamped after it (a producer's clock ahead of ours, within
+    /// `--max-future-skew`) are not read, so a trigger never reads the future.
+    end_ms: i64,
 }
 
-/// The part of one chunk inside the window: the whole chunk, or its samples from `first_idx` on.
+/// The part of one chunk inside the window: the whole chunk, or its samples
+/// `first_idx..end_idx`.
 #[derive(Debug, Clone, Copy)]
 struct WindowPart<'a> {
     chunk: &'a Chunk,
-    /// 0 when the whole chunk is in the window.
     first_idx: usize,
+    /// The chunk's length when its newest sample is in the window.
+    end_idx: usize,
 }
 
 impl<'a> WindowPart<'a> {
@@ -76,29 +81,39 @@ impl<'a> WindowPart<'a> {
     }
 
     fn is_whole(&self) -> bool {
-        self.first_idx == 0
+        self.first_idx == 0 && self.ends_with_chunk()
+    }
+
+    fn ends_with_chunk(&self) -> bool {
+        self.end_idx == self.chunk.len()
     }
 
     /// The samples of the part, to scan (only for a partial chunk).
     fn values(&self) -> &'a [f64] {
-        &self.chunk.values()[self.first_idx..]
+        &self.chunk.values()[self.first_idx..self.end_idx]
     }
 
     fn n_samples(&self) -> usize {
-        self.chunk.len() - self.first_idx
+        self.end_idx - self.first_idx
     }
 
     fn first(&self) -> (i64, f64) {
-        if self.is_whole() {
+        if self.first_idx == 0 {
             (self.summary().first_timestamp_ms(), self.summary().first_value)
         } else {
-            let slice = self.chunk.slice_from(self.first_idx);
+            let slice = self.chunk.slice(self.first_idx, self.end_idx);
             (slice.timestamp_ms(0), slice.values[0])
         }
     }
 
     fn last(&self) -> (i64, f64) {
-        (self.summary().last_timestamp_ms(), self.summary().last_value)
+        if self.ends_with_chunk() {
+            (self.summary().last_timestamp_ms(), self.summary().last_value)
+        } else {
+            let slice = self.chunk.slice(self.first_idx, self.end_idx);
+            let last_idx = slice.len() - 1;
+            (slice.timestamp_ms(last_idx), slice.values[last_idx])
+        }
     }
 
     fn sum(&self) -> f64 {
@@ -132,18 +147,20 @@ impl<'a> WindowPart<'a> {
             return summary.counter_increase;
         }
         let first_value = self.chunk.values()[self.first_idx];
-        if summary.n_resets == 0 && first_value.is_finite() && summary.last_value.is_finite() {
+        let last_value = self.last().1;
+        if summary.n_resets == 0 && first_value.is_finite() && last_value.is_finite() {
             // No reset in the chunk: the steps telescope, so the increase is last - first
             // (the same number up to rounding, without reading the column in between).
-            return summary.last_value - first_value;
+            return last_value - first_value;
         }
         kernels::counter_increase(None, self.values())
     }
 }
 
 impl<'a> SeriesWindow<'a> {
-    pub(super) fn new(kind: SeriesKind, chunks: &'a VecDeque<Chunk>, start_ms: i64) -> Self {
-        SeriesWindow { kind, chunks, start_ms }
+    /// The samples of `chunks` stamped in `start_ms..=end_ms`.
+    pub(super) fn new(kind: SeriesKind, chunks: &'a VecDeque<Chunk>, start_ms: i64, end_ms: i64) -> Self {
+        SeriesWindow { kind, chunks, start_ms, end_ms }
     }
 
     pub fn kind(&self) -> SeriesKind {
@@ -152,18 +169,23 @@ impl<'a> SeriesWindow<'a> {
 
     /// The non-empty parts of chunks in the window, oldest first.
     fn parts(&self) -> impl Iterator<Item = WindowPart<'a>> + 'a {
-        let start_ms = self.start_ms;
-        // Walk back from the newest chunk: chunks ascend in time, so the window is a suffix of
-        // them, and only its oldest chunk can start before the window. This touches the
-        // summaries of the chunks in the window and of at most one more. A window usually
-        // spans the newest one or two chunks: ask for both summaries at once, so that their
-        // cache misses overlap instead of following each other.
+        let (start_ms, end_ms) = (self.start_ms, self.end_ms);
+        // Walk back from the newest chunk: chunks ascend in time, so the window is a run of
+        // them ending at the newest one that starts by `end_ms` (usually the newest of all), and
+        // only its oldest chunk can start before the window, its newest end after it. This
+        // touches the summaries of the chunks in the window and of at most one more. A window
+        // usually spans the newest one or two chunks: ask for both summaries at once, so that
+        // their cache misses overlap instead of following each other.
         if self.chunks.len() >= 2 {
             for chunk in self.chunks.iter().rev().take(2) {
                 chunk.prefetch_summary();
             }
         }
-        let mut first_chunk_idx = self.chunks.len();
+        let mut end_chunk_idx = self.chunks.len();
+        while end_chunk_idx > 0 && self.chunks[end_chunk_idx - 1].summary().first_timestamp_ms() > end_ms {
+            end_chunk_idx -= 1;
+        }
+        let mut first_chunk_idx = end_chunk_idx;
         while first_chunk_idx > 0 {
             let chunk = &self.chunks[first_chunk_idx - 1];
             if chunk.last_timestamp_ms().is_none_or(|last_ms| last_ms < start_ms) {
@@ -174,16 +196,18 @@ impl<'a> SeriesWindow<'a> {
                 break;
             }
         }
-        self.chunks.range(first_chunk_idx..).enumerate().map(move |(part_idx, chunk)| {
+        let last_part_idx = end_chunk_idx.saturating_sub(first_chunk_idx + 1);
+        self.chunks.range(first_chunk_idx..end_chunk_idx).enumerate().filter_map(move |(part_idx, chunk)| {
             let first_idx = if part_idx == 0 { chunk.first_idx_at_or_after(start_ms) } else { 0 };
-            debug_assert!(first_idx < chunk.len(), "chunks in the window are non-empty and end inside it");
-            WindowPart { chunk, first_idx }
+            let end_idx = if part_idx == last_part_idx { chunk.end_idx_at_or_before(end_ms) } else { chunk.len() };
+            // Empty only when the whole window lies between two samples of one chunk.
+            (first_idx < end_idx).then_some(WindowPart { chunk, first_idx, end_idx })
         })
     }
 
     /// The samples in the window chunk by chunk, oldest first (each slice non-empty).
     pub fn slices(&self) -> impl Iterator<Item = ChunkSlice<'a>> + 'a {
-        self.parts().map(|part| part.chunk.slice_from(part.first_idx))
+        self.parts().map(|part| part.chunk.slice(part.first_idx, part.end_idx))
     }
 
     /// Number of samples in the window.
@@ -195,11 +219,7 @@ impl<'a> SeriesWindow<'a> {
     /// (no sample at all; fewer than two, or no elapsed time, for `rate`).
     pub fn value(&self, op: WindowOp) -> Option<f64> {
         match op {
-            WindowOp::LastOne => {
-                let newest = self.chunks.back()?;
-                newest.last_timestamp_ms().filter(|&last_ms| last_ms >= self.start_ms)?;
-                Some(newest.summary().last_value)
-            }
+            WindowOp::LastOne => self.newest_value(),
             WindowOp::Count => match self.sample_count() {
                 0 => None,
                 n_samples => Some(n_samples as f64),
@@ -213,6 +233,16 @@ impl<'a> SeriesWindow<'a> {
             WindowOp::Max => self.parts().map(|part| part.max()).reduce(f64::max),
             WindowOp::Rate => self.rate(),
         }
+    }
+
+    /// The value of the newest sample in the window, reading one chunk's summary in the common
+    /// case (its newest sample is not after the evaluation time).
+    fn newest_value(&self) -> Option<f64> {
+        let chunk = self.chunks.iter().rev().find(|chunk| chunk.summary().first_timestamp_ms() <= self.end_ms)?;
+        let end_idx = chunk.end_idx_at_or_before(self.end_ms);
+        let newest = WindowPart { chunk, first_idx: end_idx - 1, end_idx };
+        let (newest_ms, newest_value) = newest.last();
+        (newest_ms >= self.start_ms).then_some(newest_value)
     }
 
     fn rate(&self) -> Option<f64> {
@@ -274,7 +304,7 @@ mod tests {
     #[test]
     fn ops_over_a_window() {
         let chunks = chunks_of(&[(1_000, 5.0), (2_000, 1.0), (3_000, 9.0), (4_000, 3.0)]);
-        let window = SeriesWindow::new(SeriesKind::Gauge, &chunks, 2_000);
+        let window = SeriesWindow::new(SeriesKind::Gauge, &chunks, 2_000, i64::MAX);
         assert_eq!(window.value(WindowOp::LastOne), Some(3.0));
         assert_eq!(window.value(WindowOp::Count), Some(3.0));
         assert_eq!(window.value(WindowOp::Avg), Some(13.0 / 3.0));
@@ -282,7 +312,7 @@ mod tests {
         assert_eq!(window.value(WindowOp::Max), Some(9.0));
         // gauge: (3 - 1) / 2 s
         assert_eq!(window.value(WindowOp::Rate), Some(1.0));
-        let empty = SeriesWindow::new(SeriesKind::Gauge, &chunks, 5_000);
+        let empty = SeriesWindow::new(SeriesKind::Gauge, &chunks, 5_000, i64::MAX);
         for op in WindowOp::ALL {
             assert_eq!(empty.value(op), None, "{op:?}");
         }
@@ -293,12 +323,16 @@ mod tests {
         // The same counter, +10 per second with a reset after 3 s, reported both ways.
         let cumulative = chunks_of(&[(0, 100.0), (1_000, 110.0), (2_000, 120.0), (3_000, 10.0), (4_000, 20.0)]);
         let delta = chunks_of(&[(0, 7.0), (1_000, 10.0), (2_000, 10.0), (3_000, 10.0), (4_000, 10.0)]);
-        let rate_cumulative = SeriesWindow::new(SeriesKind::CumulativeCounter, &cumulative, 0).value(WindowOp::Rate);
-        let rate_delta = SeriesWindow::new(SeriesKind::Delta, &delta, 0).value(WindowOp::Rate);
+        let rate_cumulative =
+            SeriesWindow::new(SeriesKind::CumulativeCounter, &cumulative, 0, i64::MAX).value(WindowOp::Rate);
+        let rate_delta = SeriesWindow::new(SeriesKind::Delta, &delta, 0, i64::MAX).value(WindowOp::Rate);
         assert_eq!(rate_cumulative, Some(10.0));
         assert_eq!(rate_delta, Some(10.0));
         let one_sample = chunks_of(&[(0, 1.0)]);
-        assert_eq!(SeriesWindow::new(SeriesKind::CumulativeCounter, &one_sample, 0).value(WindowOp::Rate), None);
+        assert_eq!(
+            SeriesWindow::new(SeriesKind::CumulativeCounter, &one_sample, 0, i64::MAX).value(WindowOp::Rate),
+            None
+        );
     }
 
     #[test]
@@ -307,14 +341,15 @@ mod tests {
             (0..(CHUNK_CAPACITY as i64 * 2 + 5)).map(|i| (i * 1_000, i as f64 * 2.0)).collect();
         let chunks = chunks_of(&samples);
         assert!(chunks.len() >= 3);
-        let window = SeriesWindow::new(SeriesKind::CumulativeCounter, &chunks, 0);
+        let window = SeriesWindow::new(SeriesKind::CumulativeCounter, &chunks, 0, i64::MAX);
         assert_eq!(window.value(WindowOp::Rate), Some(2.0));
         assert_eq!(window.sample_count(), samples.len());
     }
 
     /// The definitions, computed the slow way over all samples in the window.
-    fn naive_value(kind: SeriesKind, samples: &[(i64, f64)], start_ms: i64, op: WindowOp) -> Option<f64> {
-        let in_window: Vec<(i64, f64)> = samples.iter().copied().filter(|&(ts, _)| ts >= start_ms).collect();
+    fn naive_value(kind: SeriesKind, samples: &[(i64, f64)], start_ms: i64, end_ms: i64, op: WindowOp) -> Option<f64> {
+        let in_window: Vec<(i64, f64)> =
+            samples.iter().copied().filter(|&(ts, _)| ts >= start_ms && ts <= end_ms).collect();
         let values: Vec<f64> = in_window.iter().map(|&(_, value)| value).collect();
         let (&(first_ms, first_value), &(last_ms, last_value)) = (in_window.first()?, in_window.last()?);
         match op {
@@ -345,8 +380,9 @@ mod tests {
     }
 
     proptest! {
-        /// Windows over many chunks, starting anywhere, with gaps that force new chunks (over
-        /// 2³² ms), equal the naive definitions for every kind and operation.
+        /// Windows over many chunks, starting and ending anywhere (the end is the evaluation
+        /// time; samples after it are from a clock ahead of ours), with gaps that force new
+        /// chunks (over 2³² ms), equal the naive definitions for every kind and operation.
         #[test]
         fn window_matches_naive_definitions(
             steps in proptest::collection::vec(
@@ -355,6 +391,8 @@ mod tests {
             ),
             start_pick in 0usize..800,
             start_shift_ms in -1i64..=1,
+            end_pick in prop_oneof![1 => Just(None), 3 => (0usize..800).prop_map(Some)],
+            end_shift_ms in -1i64..=1,
         ) {
             let mut samples = Vec::new();
             let (mut ts, mut counter) = (-5_000i64, 0.0);
@@ -365,14 +403,18 @@ mod tests {
             }
             let chunks = chunks_of(&samples);
             let start_ms = samples.get(start_pick).map_or(ts + 1, |&(ts, _)| ts + start_shift_ms);
+            let end_ms = match end_pick {
+                None => i64::MAX,
+                Some(end_pick) => samples.get(end_pick).map_or(ts + 1, |&(ts, _)| ts + end_shift_ms),
+            };
             for kind in [SeriesKind::Gauge, SeriesKind::CumulativeCounter, SeriesKind::Delta] {
-                let window = SeriesWindow::new(kind, &chunks, start_ms);
-                let in_window = samples.iter().filter(|&&(ts, _)| ts >= start_ms).count();
+                let window = SeriesWindow::new(kind, &chunks, start_ms, end_ms);
+                let in_window = samples.iter().filter(|&&(ts, _)| ts >= start_ms && ts <= end_ms).count();
                 prop_assert_eq!(window.sample_count(), in_window);
                 prop_assert_eq!(window.slices().map(|slice| slice.len()).sum::<usize>(), in_window);
                 let magnitude: f64 = samples.iter().map(|&(_, value)| value.abs()).sum();
                 for op in WindowOp::ALL {
-                    let expected = naive_value(kind, &samples, start_ms, op);
+                    let expected = naive_value(kind, &samples, start_ms, end_ms, op);
                     let actual = window.value(op);
                     prop_assert!(close(actual, expected, magnitude), "{:?} {:?}: {:?} vs {:?}", kind, op, actual, expected);
                 }

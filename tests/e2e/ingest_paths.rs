@@ -129,7 +129,8 @@ async fn partial_success_names_each_rejection_and_keeps_the_rest() {
     }
 
     // Series limit: one more series fits, the next is refused; existing series keep flowing.
-    let later = now + 1_000_000_000;
+    // Stamped now (not ahead of the server's clock: a query ignores samples after its time).
+    let later = now_unix_nano().max(now + 1);
     let points = vec![
         number_point(&[("pod", "f")], later, 10.0),
         number_point(&[("pod", "g")], later, 20.0),

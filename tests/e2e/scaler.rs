@@ -197,7 +197,8 @@ async fn stream_is_active_pushes_on_a_crossing_write() {
         &[],
         vec![gauge(
             "vllm:num_requests_waiting",
-            vec![number_point(&[("model_name", "llama")], now + SECOND_NS / 10, 9.0)],
+            // Stamped when sent: a query reads no sample stamped after its own time.
+            vec![number_point(&[("model_name", "llama")], now_unix_nano().max(now + 1), 9.0)],
         )],
     );
     let pushed_at = Instant::now();
@@ -213,7 +214,7 @@ async fn stream_is_active_pushes_on_a_crossing_write() {
         &[],
         vec![gauge(
             "vllm:num_requests_waiting",
-            vec![number_point(&[("model_name", "llama")], now + SECOND_NS / 5, 1.0)],
+            vec![number_point(&[("model_name", "llama")], now_unix_nano().max(now + 2), 1.0)],
         )],
     );
     client.export(again).await.unwrap();

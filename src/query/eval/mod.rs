@@ -1,8 +1,40 @@
 //! Evaluates a parsed [`MetricQuery`]: the operation over time per matching series, then the
-//! aggregation across series.
+//! aggregation across series, within a [`QueryBudget`] of series visited and time.
+
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
 
 use super::parser::{Aggregation, MetricQuery};
 use crate::store::{SeriesKey, Store, WindowOp};
+
+/// Series visited between two looks at the clock.
+const SERIES_PER_CLOCK_CHECK: usize = 256;
+
+/// What one evaluation may cost.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryBudget {
+    /// Most series visited (matching or not).
+    pub series_max: usize,
+    /// Most time spent, from the start of the evaluation.
+    pub time_max: Duration,
+}
+
+impl QueryBudget {
+    /// No limit (benches and the store's own tests).
+    pub const UNLIMITED: QueryBudget = QueryBudget { series_max: usize::MAX, time_max: Duration::MAX };
+}
+
+/// Why an evaluation was stopped before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum QueryCostError {
+    #[error(
+        "metricQuery visits more than {series_max} series (--max-query-series): add label matchers or aggregate \
+         fewer series"
+    )]
+    TooManySeries { series_max: usize },
+    #[error("metricQuery took longer than {} ms to evaluate (--query-timeout)", time_max.as_millis())]
+    TooSlow { time_max: Duration },
+}
 
 /// The result of a query.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,19 +88,46 @@ pub fn series_matches(query: &MetricQuery, key: &SeriesKey) -> bool {
     query.matchers.iter().all(|matcher| matcher.matches(key.label_value(&matcher.label_name)))
 }
 
-/// Evaluates `query` with `op` over the samples in `[now_ms - window_ms, now_ms]` and later.
+/// Evaluates `query` with `op` over the samples in `[now_ms - window_ms, now_ms]`, without a
+/// budget.
 pub fn evaluate(store: &Store, query: &MetricQuery, op: WindowOp, window_ms: i64, now_ms: i64) -> Evaluation {
+    evaluate_within(store, query, op, window_ms, now_ms, QueryBudget::UNLIMITED).expect("an unlimited budget holds")
+}
+
+/// Evaluates `query` with `op` over the samples stamped in `[now_ms - window_ms, now_ms]` (later
+/// ones, from a clock ahead of ours, are not read), stopping with an error as soon as `budget`
+/// is spent.
+pub fn evaluate_within(
+    store: &Store,
+    query: &MetricQuery,
+    op: WindowOp,
+    window_ms: i64,
+    now_ms: i64,
+    budget: QueryBudget,
+) -> Result<Evaluation, QueryCostError> {
+    let started = Instant::now();
     let start_ms = now_ms.saturating_sub(window_ms);
     let mut accumulator = Accumulator::new(query.aggregation);
-    store.visit_metric(&query.metric_name, start_ms, |key, window| {
-        if !series_matches(query, key) {
-            return;
+    let mut series_visited = 0usize;
+    let walk = store.visit_metric(&query.metric_name, start_ms, now_ms, |key, window| {
+        series_visited += 1;
+        if series_visited > budget.series_max {
+            return ControlFlow::Break(QueryCostError::TooManySeries { series_max: budget.series_max });
         }
-        if let Some(value) = window.value(op) {
-            accumulator.add(value);
+        if series_visited.is_multiple_of(SERIES_PER_CLOCK_CHECK) && started.elapsed() > budget.time_max {
+            return ControlFlow::Break(QueryCostError::TooSlow { time_max: budget.time_max });
         }
+        if series_matches(query, key) {
+            if let Some(value) = window.value(op) {
+                accumulator.add(value);
+            }
+        }
+        ControlFlow::Continue(())
     });
-    accumulator.finish()
+    match walk {
+        ControlFlow::Continue(()) => Ok(accumulator.finish()),
+        ControlFlow::Break(exceeded) => Err(exceeded),
+    }
 }
 
 #[cfg(test)]

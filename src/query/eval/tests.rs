@@ -17,7 +17,9 @@ struct GeneratedSeries {
 }
 
 fn series_strategy() -> impl Strategy<Value = GeneratedSeries> {
-    (proptest::option::of(0u8..3), 0u8..8, proptest::collection::btree_map(0i64..120, -1000.0f64..1000.0, 0..12))
+    // Seconds 0..120 of the window, and up to 10 s beyond the evaluation time (a producer's clock
+    // ahead of ours, within --max-future-skew): those must not be read.
+    (proptest::option::of(0u8..3), 0u8..8, proptest::collection::btree_map(0i64..130, -1000.0f64..1000.0, 0..12))
         .prop_map(|(zone, pod, samples)| GeneratedSeries {
             zone,
             pod,
@@ -111,7 +113,8 @@ proptest! {
             if !selected {
                 continue;
             }
-            let in_window: Vec<(i64, f64)> = series.samples.iter().copied().filter(|&(ts, _)| ts >= start_ms).collect();
+            let in_window: Vec<(i64, f64)> =
+                series.samples.iter().copied().filter(|&(ts, _)| ts >= start_ms && ts <= NOW_MS).collect();
             values.extend(naive_series_value(&in_window, op));
         }
         let expected = (!values.is_empty()).then(|| match aggregation {
@@ -127,6 +130,27 @@ proptest! {
             (a, e) => prop_assert_eq!(a, e),
         }
     }
+}
+
+#[test]
+fn a_budget_stops_an_evaluation_with_an_error_naming_its_limit() {
+    let store = Store::new(StoreConfig { shard_count: 2, series_count_max: 10_000, retention_ms: 200_000 });
+    let mut batch = SampleBatch::default();
+    for pod in 0..1_000 {
+        let key = SeriesKey::new("m", vec![LabelPair::new("pod", pod.to_string())]);
+        batch.samples.push(BatchSample::new(key, SeriesKind::Gauge, NOW_MS, 1.0));
+    }
+    store.append(batch, NOW_MS);
+    let query = MetricQuery { aggregation: Aggregation::Sum, metric_name: "m".to_owned(), matchers: vec![] };
+    let budget = |series_max, time_max| QueryBudget { series_max, time_max };
+    let evaluated = evaluate_within(&store, &query, WindowOp::LastOne, 60_000, NOW_MS, budget(1_000, Duration::MAX));
+    assert_eq!(evaluated, Ok(Evaluation { value: Some(1_000.0), matched_series: 1_000 }));
+    let too_many = evaluate_within(&store, &query, WindowOp::LastOne, 60_000, NOW_MS, budget(999, Duration::MAX));
+    assert_eq!(too_many, Err(QueryCostError::TooManySeries { series_max: 999 }));
+    assert!(too_many.unwrap_err().to_string().contains("--max-query-series"));
+    let too_slow = evaluate_within(&store, &query, WindowOp::LastOne, 60_000, NOW_MS, budget(1_000, Duration::ZERO));
+    assert_eq!(too_slow, Err(QueryCostError::TooSlow { time_max: Duration::ZERO }));
+    assert!(too_slow.unwrap_err().to_string().contains("--query-timeout"));
 }
 
 #[test]

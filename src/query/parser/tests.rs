@@ -443,3 +443,15 @@ proptest! {
         assert_rendering_round_trips(&metric_query)?;
     }
 }
+
+#[test]
+fn the_regexes_of_one_query_share_a_compile_budget() {
+    // One Unicode-heavy regex compiles; 64 of them would take about a second to compile and are
+    // refused at once, with the budget named.
+    let one = "m{a=~\"\\w{20}\"}";
+    assert!(parse_metric_query(one, &QueryLimits::default()).is_ok());
+    let many: Vec<String> = (0..64).map(|idx| format!("l{idx}!~\"\\w{{20}}\"")).collect();
+    let query = format!("m{{{}}}", many.join(","));
+    let err = parse_metric_query(&query, &QueryLimits::default()).unwrap_err();
+    assert!(err.message.contains("the regexes of one query share"), "{}", err.message);
+}
