@@ -5,6 +5,7 @@
 mod common;
 
 mod admin;
+mod hostile_ingest;
 mod ingest_errors;
 mod ingest_http1;
 mod ingest_paths;
