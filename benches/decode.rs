@@ -37,7 +37,7 @@ fn decode_fast(body: &[u8]) -> DecodedBatch<'_> {
 }
 
 fn store() -> Store {
-    Store::new(StoreConfig { shard_count: 4, series_count_max: 10_000_000, retention_ms: 600_000 })
+    Store::new(StoreConfig::new(4, 10_000_000, 600_000))
 }
 
 fn bench_decode(c: &mut Criterion) {

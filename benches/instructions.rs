@@ -11,7 +11,10 @@
 //! - `append-new`: the same decode, plus appending each request into an empty store, so every
 //!   point creates a series;
 //! - `query`: one `avg(rate(tokens))` over 100k counter series × 120 samples, the data of
-//!   `benches/query.rs` (`one_chunk`).
+//!   `benches/query.rs` (`one_chunk`);
+//! - `restore`: restoring a snapshot of 100k DCGM-like series (9 labels) × 30 samples, the keys
+//!   of `benches/snapshot.rs`, on one thread, with full validation (every key checked and
+//!   hashed again for its shard).
 //!
 //! For each mode it runs, it prints one line to stdout, `mode=<mode> units=<n> unit=<point|series>`:
 //! the number of points (or series) handled in the measured region. With no mode (as
@@ -23,14 +26,17 @@
 //! library as it can, since the decoder is being refactored: `wire::decode_request`,
 //! `DecodedBatch`, `Rejections`, `ConvertLimits`, `Store` and `StoreConfig`, the query's
 //! `parse_metric_query`, `evaluate`, `MetricQuery`, `QueryLimits` and `WindowOp`, and, to fill
-//! the query's series, `SeriesKey`, `LabelPair`, `SeriesKind` and `RestoreOutcome`.
+//! the query's series, `SeriesKey`, `LabelPair`, `SeriesKind` and `RestoreOutcome`; for the
+//! restore, `snapshot::{write_snapshot, restore_newest}`.
 
 use std::hint::black_box;
+use std::path::Path;
 use std::process::ExitCode;
 
 use otelscale::ingest::policy::ConvertLimits;
 use otelscale::ingest::{wire, Rejections};
 use otelscale::query::{evaluate, parse_metric_query, MetricQuery, QueryLimits};
+use otelscale::snapshot::{restore_newest, write_snapshot};
 use otelscale::store::{DecodedBatch, LabelPair, RestoreOutcome, SeriesKey, SeriesKind, Store, StoreConfig, WindowOp};
 use otelscale_loadgen::shapes::dcgm_templates;
 
@@ -52,6 +58,9 @@ const SAMPLES_PER_SERIES: i64 = 120;
 /// Samples are one second apart; the window reaches half a second before the oldest one.
 const WINDOW_MS: i64 = SAMPLES_PER_SERIES * 1_000 + 500;
 
+const RESTORE_SERIES: usize = 100_000;
+const RESTORE_SAMPLES_PER_SERIES: i64 = 30;
+
 /// A workload the script can measure.
 struct Mode {
     name: &'static str,
@@ -60,11 +69,12 @@ struct Mode {
     unit: &'static str,
 }
 
-const MODES: [Mode; 4] = [
+const MODES: [Mode; 5] = [
     Mode { name: "decode", run: run_decode, unit: "point" },
     Mode { name: "append-existing", run: run_append_existing, unit: "point" },
     Mode { name: "append-new", run: run_append_new, unit: "point" },
     Mode { name: "query", run: run_query, unit: "series" },
+    Mode { name: "restore", run: run_restore, unit: "series" },
 ];
 
 fn main() -> ExitCode {
@@ -86,7 +96,7 @@ fn main() -> ExitCode {
 }
 
 fn store(series_count_max: usize) -> Store {
-    Store::new(StoreConfig { shard_count: SHARD_COUNT, series_count_max, retention_ms: 600_000 })
+    Store::new(StoreConfig::new(SHARD_COUNT, series_count_max, 600_000))
 }
 
 /// `REQUESTS` requests of `POINTS_PER_REQUEST` DCGM-like points, stamped `timestamp_ms`.
@@ -225,4 +235,53 @@ fn run_query() -> usize {
 fn warm_up_query(store: &Store, query: &MetricQuery) -> (usize, Option<f64>) {
     let evaluation = evaluate(store, query, WindowOp::Rate, WINDOW_MS, NOW_MS);
     (evaluation.matched_series, evaluation.value)
+}
+
+/// `benches/snapshot.rs`'s DCGM-like key of series `series_idx`: a metric and 9 labels.
+fn dcgm_key(series_idx: usize) -> SeriesKey {
+    let gpu = series_idx / 8;
+    SeriesKey::new(
+        ["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_SM_CLOCK"]
+            [series_idx % 4],
+        vec![
+            LabelPair::new("Hostname", format!("gpu-node-{:05}", gpu / 8)),
+            LabelPair::new("UUID", format!("GPU-{:08x}-1f2e-4d3c-8b7a-{:012x}", gpu, gpu * 7919)),
+            LabelPair::new("device", format!("nvidia{}", gpu % 8)),
+            LabelPair::new("gpu", (gpu % 8).to_string()),
+            LabelPair::new("modelName", "NVIDIA H100 80GB HBM3"),
+            LabelPair::new("namespace", "training"),
+            LabelPair::new("pod", format!("trainer-{}", gpu / 8)),
+            LabelPair::new("container", "trainer"),
+            LabelPair::new("replica", (series_idx % 8).to_string()),
+        ],
+    )
+}
+
+#[inline(never)]
+fn measured_restore(store: &Store, dir: &Path) -> usize {
+    restore_newest(store, dir, NOW_MS, 1).expect("a snapshot to restore").series as usize
+}
+
+/// The same restore, unmeasured.
+fn warm_up_restore(store: &Store, dir: &Path) -> usize {
+    let report = restore_newest(store, dir, NOW_MS, 1).expect("a snapshot to restore");
+    assert_eq!(report.samples, RESTORE_SERIES as u64 * RESTORE_SAMPLES_PER_SERIES as u64);
+    report.series as usize
+}
+
+fn run_restore() -> usize {
+    let original = store(RESTORE_SERIES);
+    for series_idx in 0..RESTORE_SERIES {
+        let samples = (0..RESTORE_SAMPLES_PER_SERIES)
+            .map(|step| (NOW_MS - 30_000 + step * 1_000, (series_idx as i64 * 31 + step) as f64 * 0.25));
+        original.restore_series(dcgm_key(series_idx), SeriesKind::Gauge, samples);
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    write_snapshot(&original, dir.path(), 1, NOW_MS).expect("snapshot written");
+    drop(original);
+    let warm_up = warm_up_restore(&store(RESTORE_SERIES), dir.path());
+    let fresh = store(RESTORE_SERIES);
+    let series = measured_restore(black_box(&fresh), dir.path());
+    assert_eq!((warm_up, series), (RESTORE_SERIES, RESTORE_SERIES));
+    series
 }

@@ -7,7 +7,7 @@
 # this script on each.
 #
 # Usage: benches/instructions.sh [--keep] [mode...]
-#   modes: decode append-existing append-new query (default: all)
+#   modes: decode append-existing append-new query restore (default: all)
 #   --keep: keep the callgrind output files (for callgrind_annotate) and print where they are.
 # Needs valgrind (callgrind) and cc. Runs from any directory; exits non-zero on any failure.
 set -euo pipefail
@@ -15,13 +15,13 @@ set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
-all_modes=(decode append-existing append-new query)
+all_modes=(decode append-existing append-new query restore)
 keep=0
 modes=()
 for arg in "$@"; do
     case "$arg" in
         --keep) keep=1 ;;
-        decode | append-existing | append-new | query) modes+=("$arg") ;;
+        decode | append-existing | append-new | query | restore) modes+=("$arg") ;;
         *)
             echo "unknown argument: $arg (modes: ${all_modes[*]}; flag: --keep)" >&2
             exit 2

@@ -32,7 +32,7 @@ fn resident_bytes() -> Option<usize> {
 /// A store with `n_series` counter series of `samples_per_series` samples one second apart,
 /// the newest one second before `NOW_MS`, appended one batch per second as a fleet would send.
 fn store_with(n_series: usize, samples_per_series: i64) -> Store {
-    let store = Store::new(StoreConfig { shard_count: 4, series_count_max: n_series, retention_ms: 600_000 });
+    let store = Store::new(StoreConfig::new(4, n_series, 600_000));
     let pod_names: Vec<String> = (0..n_series).map(|series_idx| format!("pod-{series_idx}")).collect();
     for second in 0..samples_per_series {
         let timestamp_ms = NOW_MS - (samples_per_series - second) * 1_000;

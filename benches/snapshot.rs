@@ -24,7 +24,7 @@ fn series_count() -> usize {
 
 fn store() -> Store {
     let shard_count = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
-    Store::new(StoreConfig { shard_count, series_count_max: 10_000_000, retention_ms: 600_000 })
+    Store::new(StoreConfig::new(shard_count, 10_000_000, 600_000))
 }
 
 fn dcgm_key(series_idx: usize) -> SeriesKey {

@@ -550,6 +550,9 @@ impl Config {
             shard_count: self.shard_count,
             series_count_max: self.series_count_max,
             retention_ms: self.retention_ms,
+            bytes_max: self.store_bytes_max,
+            series_per_metric_max: self.series_per_metric_max,
+            future_skew_ms_max: self.future_skew_ms_max,
         }
     }
 }

@@ -18,10 +18,13 @@ pub enum RejectReason {
     LabelValueTooLong,
     InvalidMetricName,
     InvalidHistogram,
+    SeriesKeyTooLarge,
+    StoreBytesLimit,
+    MetricSeriesLimit,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 14] = [
         RejectReason::SeriesLimit,
         RejectReason::OutOfOrder,
         RejectReason::TooOld,
@@ -33,6 +36,9 @@ impl RejectReason {
         RejectReason::LabelValueTooLong,
         RejectReason::InvalidMetricName,
         RejectReason::InvalidHistogram,
+        RejectReason::SeriesKeyTooLarge,
+        RejectReason::StoreBytesLimit,
+        RejectReason::MetricSeriesLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +54,9 @@ impl RejectReason {
             RejectReason::LabelValueTooLong => "label_value_too_long",
             RejectReason::InvalidMetricName => "invalid_metric_name",
             RejectReason::InvalidHistogram => "invalid_histogram",
+            RejectReason::SeriesKeyTooLarge => "series_key_too_large",
+            RejectReason::StoreBytesLimit => "store_bytes_limit",
+            RejectReason::MetricSeriesLimit => "metric_series_limit",
         }
     }
 
@@ -64,6 +73,15 @@ impl RejectReason {
             RejectReason::LabelValueTooLong => "label value longer than --max-label-value-bytes",
             RejectReason::InvalidMetricName => "metric name empty or longer than --max-metric-name-bytes",
             RejectReason::InvalidHistogram => "histogram bucket_counts does not have explicit_bounds + 1 entries",
+            RejectReason::SeriesKeyTooLarge => {
+                "metric name plus label names and values longer than --max-series-key-bytes"
+            }
+            RejectReason::StoreBytesLimit => {
+                "the store's memory limit (--max-store-bytes) is reached, new series and chunks are refused"
+            }
+            RejectReason::MetricSeriesLimit => {
+                "the metric has --max-series-per-metric series, its new series are refused"
+            }
         }
     }
 }
@@ -132,16 +150,19 @@ pub enum RequestOutcome {
     Invalid,
     TooLarge,
     Unsupported,
+    /// Refused as retryable: the ingest queue stayed full for `--ingest-queue-wait`.
+    Overloaded,
     Failed,
 }
 
 impl RequestOutcome {
-    pub const ALL: [RequestOutcome; 6] = [
+    pub const ALL: [RequestOutcome; 7] = [
         RequestOutcome::Ok,
         RequestOutcome::PartialSuccess,
         RequestOutcome::Invalid,
         RequestOutcome::TooLarge,
         RequestOutcome::Unsupported,
+        RequestOutcome::Overloaded,
         RequestOutcome::Failed,
     ];
 
@@ -152,6 +173,7 @@ impl RequestOutcome {
             RequestOutcome::Invalid => "invalid",
             RequestOutcome::TooLarge => "too_large",
             RequestOutcome::Unsupported => "unsupported",
+            RequestOutcome::Overloaded => "overloaded",
             RequestOutcome::Failed => "failed",
         }
     }

@@ -365,7 +365,7 @@ mod tests {
 
     #[test]
     fn the_request_holds_every_metric_of_the_prometheus_text_under_the_same_name() {
-        let store = Store::new(StoreConfig { shard_count: 1, series_count_max: 10, retention_ms: 60_000 });
+        let store = Store::new(StoreConfig::new(1, 10, 60_000));
         let families = busy_telemetry().metric_families(&store);
         let request = request_of(&families);
         let names: Vec<&str> =
@@ -390,14 +390,14 @@ mod tests {
 
     #[test]
     fn counters_are_monotonic_cumulative_sums_since_the_start() {
-        let store = Store::new(StoreConfig { shard_count: 1, series_count_max: 10, retention_ms: 60_000 });
+        let store = Store::new(StoreConfig::new(1, 10, 60_000));
         let request = request_of(&busy_telemetry().metric_families(&store));
         let metric = metric(&request, "otelscale_requests_total");
         assert_eq!(metric.description, "OTLP export requests, by transport and outcome.");
         let Some(metric::Data::Sum(sum)) = &metric.data else { panic!("not a Sum: {metric:?}") };
         assert!(sum.is_monotonic);
         assert_eq!(sum.aggregation_temporality, AggregationTemporality::Cumulative as i32);
-        assert_eq!(sum.data_points.len(), 12);
+        assert_eq!(sum.data_points.len(), 14);
         for point in &sum.data_points {
             assert_eq!((point.start_time_unix_nano, point.time_unix_nano), (START, NOW));
         }
@@ -438,7 +438,7 @@ mod tests {
 
     #[test]
     fn the_histogram_counts_per_bucket_with_the_same_bounds() {
-        let store = Store::new(StoreConfig { shard_count: 1, series_count_max: 10, retention_ms: 60_000 });
+        let store = Store::new(StoreConfig::new(1, 10, 60_000));
         let request = request_of(&busy_telemetry().metric_families(&store));
         let metric = metric(&request, "otelscale_query_duration_seconds");
         let Some(metric::Data::Histogram(histogram)) = &metric.data else { panic!("not a Histogram: {metric:?}") };

@@ -72,6 +72,8 @@ pub struct Telemetry {
     self_exports: AtomicU64,
     self_export_failures: AtomicU64,
     panics: [AtomicU64; PanicSite::ALL.len()],
+    ingest_abandoned: AtomicU64,
+    ingest_jobs: AtomicI64,
     started_at: StartTime,
 }
 
@@ -111,6 +113,11 @@ impl Telemetry {
 
     pub fn record_request(&self, transport: Transport, outcome: RequestOutcome) {
         self.requests[transport as usize][outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests counted with `outcome` on `transport`.
+    pub fn requests(&self, transport: Transport, outcome: RequestOutcome) -> u64 {
+        self.requests[transport as usize][outcome as usize].load(Ordering::Relaxed)
     }
 
     pub fn record_scaler_call(&self, method: ScalerMethod, succeeded: bool) {
@@ -167,6 +174,25 @@ impl Telemetry {
 
     pub fn panics(&self, site: PanicSite) -> u64 {
         self.panics[site as usize].load(Ordering::Relaxed)
+    }
+
+    /// A queued ingest job was dropped before decoding: its client had gone.
+    pub fn record_ingest_abandoned(&self) {
+        self.ingest_abandoned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn ingest_abandoned(&self) -> u64 {
+        self.ingest_abandoned.load(Ordering::Relaxed)
+    }
+
+    /// An export request took (`+1`) or gave back (`-1`) a slot of the ingest workers' queue.
+    pub fn ingest_jobs_add(&self, delta: i64) {
+        self.ingest_jobs.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Export requests queued for or running on the ingest workers.
+    pub fn ingest_jobs(&self) -> i64 {
+        self.ingest_jobs.load(Ordering::Relaxed)
     }
 
     pub fn points_rejected(&self, reason: RejectReason) -> u64 {
@@ -324,6 +350,16 @@ impl Telemetry {
             "otelscale_panics_total",
             "Panics caught at a worker or handler boundary, by site (each answered as an internal error).",
             PanicSite::ALL.iter().map(|&site| Point::new(vec![("site", site.as_str())], self.panics(site))).collect(),
+        ));
+        families.push(MetricFamily::counter_value(
+            "otelscale_ingest_abandoned_total",
+            "Queued export requests dropped before decoding because their client had gone (deadline passed, call cancelled).",
+            self.ingest_abandoned(),
+        ));
+        families.push(MetricFamily::gauge(
+            "otelscale_ingest_jobs",
+            "Export requests queued for or running on the ingest workers (at most 4 per worker).",
+            GaugeValue::Int(self.ingest_jobs()),
         ));
         families.push(MetricFamily::counter_value(
             "otelscale_self_exports_total",
@@ -535,7 +571,7 @@ pub(crate) mod tests {
     use crate::store::StoreConfig;
 
     fn empty_store() -> Store {
-        Store::new(StoreConfig { shard_count: 1, series_count_max: 10, retention_ms: 60_000 })
+        Store::new(StoreConfig::new(1, 10, 60_000))
     }
 
     /// A telemetry with something in every kind of metric.

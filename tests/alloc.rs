@@ -51,7 +51,7 @@ fn steady_state_ingest_allocates_per_request_not_per_point() {
     let mut counts = Vec::new();
     let mut prost_walk_counts = Vec::new();
     for n_points in [100, 1_000, 5_000] {
-        let store = Store::new(StoreConfig { shard_count: 4, series_count_max: 100_000, retention_ms: 600_000 });
+        let store = Store::new(StoreConfig::new(4, 100_000, 600_000));
         let mut template = dcgm_templates(n_points, n_points, 7).unwrap().remove(0);
         // Create the series, then fill their first chunks so the measured batch does not open one.
         for second in 0..3u64 {
@@ -78,4 +78,25 @@ fn steady_state_ingest_allocates_per_request_not_per_point() {
         assert!(allocations <= 32, "{n_points} points: {allocations} allocations ({counts:?})");
         assert_eq!(allocations, smallest, "allocations grew with the number of points: {counts:?}");
     }
+}
+
+/// A DCGM-like request's batch takes a few bytes per byte of the request (4.1 measured, mostly
+/// the decoder's up-front reserve): labels are stored once per point, not once per sample
+/// (ARCHITECTURE.md, Limits).
+#[test]
+fn a_decoded_batch_takes_bytes_in_proportion_to_its_request() {
+    let mut template = dcgm_templates(5_000, 5_000, 7).unwrap().remove(0);
+    template.restamp((NOW_MS as u64 - 5_000) * 1_000_000, 5.0);
+    let mut batch = DecodedBatch::new();
+    let mut rejections = Rejections::default();
+    wire::decode_request(template.bytes(), &limits(), NOW_MS, &mut batch, &mut rejections).unwrap();
+    assert_eq!(rejections.total(), 0, "{rejections:?}");
+    assert_eq!(batch.len(), 5_000);
+    let per_byte = batch.heap_bytes() as f64 / template.bytes().len() as f64;
+    eprintln!(
+        "{} bytes of batch for {} bytes of request: {per_byte:.2} per byte",
+        batch.heap_bytes(),
+        template.bytes().len()
+    );
+    assert!(per_byte <= 5.0, "{per_byte:.2} bytes of batch per byte of request");
 }

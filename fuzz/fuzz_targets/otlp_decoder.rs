@@ -22,6 +22,7 @@ const LIMITS: ConvertLimits = ConvertLimits {
     label_value_bytes_max: 256,
     metric_name_bytes_max: 128,
     future_skew_ms_max: 300_000,
+    series_key_bytes_max: 4_096,
 };
 const NOW_MS: i64 = 1_700_000_000_000;
 

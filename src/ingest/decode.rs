@@ -55,23 +55,31 @@ pub fn payload_format(content_type: Option<&str>) -> Result<PayloadFormat, Decod
     }
 }
 
+/// Whether a `Content-Encoding` (or `grpc-encoding`) leaves the body as it is.
+pub fn is_identity(content_encoding: Option<&str>) -> bool {
+    match content_encoding.map(str::trim) {
+        None | Some("") => true,
+        Some(encoding) => encoding.eq_ignore_ascii_case("identity"),
+    }
+}
+
 /// Undoes `Content-Encoding`, producing at most `limit` bytes.
 pub fn decompress(body: Bytes, content_encoding: Option<&str>, limit: usize) -> Result<Bytes, DecodeError> {
-    match content_encoding.map(str::trim) {
-        None | Some("") | Some("identity") => {
-            if body.len() > limit {
-                return Err(DecodeError::TooLarge { limit });
-            }
-            Ok(body)
+    if is_identity(content_encoding) {
+        if body.len() > limit {
+            return Err(DecodeError::TooLarge { limit });
         }
-        Some(encoding) if encoding.eq_ignore_ascii_case("gzip") => {
+        return Ok(body);
+    }
+    match content_encoding.map(str::trim).unwrap_or("") {
+        encoding if encoding.eq_ignore_ascii_case("gzip") => {
             inflate_limited(MultiGzDecoder::new(&body[..]), body.len(), limit)
         }
-        Some(encoding) if encoding.eq_ignore_ascii_case("zstd") => {
+        encoding if encoding.eq_ignore_ascii_case("zstd") => {
             let decoder = zstd::stream::read::Decoder::with_buffer(&body[..]).map_err(DecodeError::Decompress)?;
             inflate_limited(decoder, body.len(), limit)
         }
-        Some(other) => Err(DecodeError::UnsupportedContentEncoding(other.to_owned())),
+        other => Err(DecodeError::UnsupportedContentEncoding(other.to_owned())),
     }
 }
 

@@ -12,15 +12,19 @@ pub mod policy;
 pub mod prost_walk;
 #[cfg(test)]
 mod test_support;
+#[cfg(test)]
+mod tests;
 pub mod wire;
 pub mod workers;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsPartialSuccess, ExportMetricsServiceRequest};
 
 use crate::activity::ActivityHub;
 use crate::config::Config;
+use crate::outcome::PanicSite;
 pub use crate::outcome::{ExportOutcome, RejectReason, Rejections, Transport};
 use crate::store::{DecodedBatch, Store};
 use crate::telemetry::Telemetry;
@@ -36,18 +40,40 @@ pub fn partial_success(outcome: &ExportOutcome) -> Option<ExportMetricsPartialSu
     })
 }
 
-/// Bodies up to this size are decoded on the async worker that received them: a handful of
-/// points costs less than the hand-off to the ingest workers (and a latency probe is small).
-const INLINE_BODY_BYTES_MAX: usize = 8 * 1024;
+/// Uncompressed bodies up to this size are decoded on the thread that received them: a handful
+/// of points costs less than the hand-off to the ingest workers (and a latency probe is small).
+/// Compressed bodies always go to the workers, whatever their size: what they inflate to is
+/// known only by inflating them.
+pub const INLINE_BODY_BYTES_MAX: usize = 8 * 1024;
 
 /// Why an export request failed as a whole.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error(transparent)]
     Decode(#[from] decode::DecodeError),
-    /// The decode task did not finish (a bug: it panicked). Nothing of the request was stored.
+    /// Decoding or appending panicked (a bug). It was caught; what the request had appended
+    /// before the panic stays, and the store is consistent.
     #[error("internal error while decoding the request: {0}")]
     Worker(String),
+    /// The ingest queue stayed full for `--ingest-queue-wait`: retryable, nothing was stored.
+    #[error(
+        "the server is overloaded: the ingest queue stayed full for {waited:?} (--ingest-queue-wait); retry later"
+    )]
+    Overloaded { waited: Duration, retry_after: Duration },
+    /// The request's deadline passed before it was decoded: nothing was stored.
+    #[error("the request's deadline passed before it was decoded; nothing was stored")]
+    DeadlinePassed,
+}
+
+impl ExportError {
+    fn from_run(err: workers::RunError, retry_after: Duration) -> ExportError {
+        match err {
+            workers::RunError::QueueFull { waited } => ExportError::Overloaded { waited, retry_after },
+            workers::RunError::DeadlinePassed => ExportError::DeadlinePassed,
+            workers::RunError::Panicked(caught) => ExportError::Worker(caught.to_string()),
+            workers::RunError::Stopped => ExportError::Worker(err.to_string()),
+        }
+    }
 }
 
 /// Validates, converts and stores export requests; shared by both receivers.
@@ -58,6 +84,8 @@ pub struct Ingestor {
     activity: Arc<ActivityHub>,
     limits: ConvertLimits,
     request_bytes_max: usize,
+    /// What an overloaded answer tells the client to wait before retrying.
+    retry_after: Duration,
     workers: workers::IngestWorkers,
 }
 
@@ -65,8 +93,23 @@ impl Ingestor {
     pub fn new(config: &Config, store: Arc<Store>, telemetry: Arc<Telemetry>, activity: Arc<ActivityHub>) -> Self {
         let limits = ConvertLimits::from_config(config);
         // Four queued bodies per worker keep the workers busy; beyond that callers wait.
-        let workers = workers::IngestWorkers::start(config.ingest_worker_count, 4 * config.ingest_worker_count);
-        Ingestor { store, telemetry, activity, limits, request_bytes_max: config.request_bytes_max, workers }
+        let workers = workers::IngestWorkers::start(
+            config.ingest_worker_count,
+            4 * config.ingest_worker_count,
+            config.ingest_queue_wait,
+            Arc::clone(&telemetry),
+        );
+        // A second, or the queue wait when longer, rounded up to whole seconds (Retry-After).
+        let retry_after = Duration::from_secs(config.ingest_queue_wait.as_secs_f64().ceil().max(1.0) as u64);
+        Ingestor {
+            store,
+            telemetry,
+            activity,
+            limits,
+            request_bytes_max: config.request_bytes_max,
+            retry_after,
+            workers,
+        }
     }
 
     pub fn request_bytes_max(&self) -> usize {
@@ -106,12 +149,7 @@ impl Ingestor {
         }
     }
 
-    /// [`Ingestor::ingest_body`] for the async receivers.
-    ///
-    /// Bodies over [`INLINE_BODY_BYTES_MAX`] go to the low-priority ingest workers, not the async
-    /// workers: a 1,000-point batch takes about a millisecond to decode, and on an async worker it
-    /// would delay every GetMetrics and StreamIsActive answer queued behind it (measured in
-    /// perf-reports/2026-11-30-baseline.md and -dataplane.md).
+    /// [`Ingestor::ingest_body`] for the receivers, with no deadline.
     pub async fn export_body(
         self: &Arc<Self>,
         body: bytes::Bytes,
@@ -119,14 +157,39 @@ impl Ingestor {
         format: decode::PayloadFormat,
         transport: Transport,
     ) -> Result<ExportOutcome, ExportError> {
-        if body.len() <= INLINE_BODY_BYTES_MAX {
-            return self.ingest_body(body, content_encoding.as_deref(), format, transport);
+        self.export_body_until(body, content_encoding, format, transport, None).await
+    }
+
+    /// [`Ingestor::ingest_body`] for the receivers (gRPC, epoll and io_uring HTTP).
+    ///
+    /// Compressed bodies, and uncompressed ones over [`INLINE_BODY_BYTES_MAX`], are inflated,
+    /// decoded and appended on the low-priority ingest workers, not on the receiving thread: a
+    /// 1,000-point batch takes about a millisecond to decode, and on an async worker it would delay
+    /// every GetMetrics and StreamIsActive answer queued behind it (measured in
+    /// perf-reports/2026-11-30-baseline.md and -dataplane.md); a small compressed body may inflate
+    /// to `--max-request-bytes`. When the workers' queue stays full for `--ingest-queue-wait` the
+    /// answer is [`ExportError::Overloaded`]; when `deadline` passes (or this future is dropped)
+    /// before a worker takes the body, it is dropped undecoded. A panic, inline or on a worker,
+    /// is caught and answered as [`ExportError::Worker`].
+    pub async fn export_body_until(
+        self: &Arc<Self>,
+        body: bytes::Bytes,
+        content_encoding: Option<String>,
+        format: decode::PayloadFormat,
+        transport: Transport,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<ExportOutcome, ExportError> {
+        if decode::is_identity(content_encoding.as_deref()) && body.len() <= INLINE_BODY_BYTES_MAX {
+            return crate::panics::catch(&self.telemetry, PanicSite::IngestInline, || {
+                self.ingest_body(body, content_encoding.as_deref(), format, transport)
+            })
+            .map_err(|caught| ExportError::Worker(caught.to_string()))?;
         }
         let ingestor = Arc::clone(self);
         self.workers
-            .run(move || ingestor.ingest_body(body, content_encoding.as_deref(), format, transport))
+            .run(deadline, move || ingestor.ingest_body(body, content_encoding.as_deref(), format, transport))
             .await
-            .map_err(|stopped| ExportError::Worker(stopped.to_string()))?
+            .map_err(|err| ExportError::from_run(err, self.retry_after))?
     }
 
     /// Stores what is valid in an already decoded `request` (the JSON path, and protobuf requests
@@ -150,6 +213,8 @@ impl Ingestor {
     ) -> ExportOutcome {
         let appended = self.store.append_decoded(batch, now_ms);
         rejections.add(RejectReason::SeriesLimit, appended.rejected_series_limit);
+        rejections.add(RejectReason::MetricSeriesLimit, appended.rejected_metric_series_limit);
+        rejections.add(RejectReason::StoreBytesLimit, appended.rejected_store_bytes);
         rejections.add(RejectReason::OutOfOrder, appended.rejected_out_of_order);
         rejections.add(RejectReason::TooOld, appended.rejected_too_old);
         if appended.appended > 0 {

@@ -16,12 +16,17 @@
 //!   every attribute type as text, in canonical order (sorted by name, unique);
 //! - flags: a point flagged "no recorded value" yields nothing;
 //! - per-point limits and their reasons: missing value, NaN, a timestamp too far ahead, label
-//!   count, name and value sizes. A resource or metric that fails a check rejects every sample
-//!   its points would have produced.
+//!   count, name and value sizes, and the bytes of a series' identity (metric name plus label
+//!   names and values, `--max-series-key-bytes`). A resource or metric that fails a check
+//!   rejects every sample its points would have produced.
 //!
 //! Samples go straight into a [`DecodedBatch`], borrowing names and strings from the input
 //! (`'a`); only text the writer has to produce (formatted numbers, base64 bytes, normalized
-//! names, bounds) goes to the batch's arena.
+//! names, bounds) goes to the batch's arena. A resource's labels go into the batch once, as a
+//! label set, and each point's own attributes once, as a set on top of it, whatever the number
+//! of points and samples: the cost of a request follows its bytes, not points × resource labels
+//! (see `store::batch`). The checks of a sample's labels (count, key bytes) are sums kept per
+//! set, so they cost the same for 1 or 63 resource labels.
 
 use std::fmt::Write as _;
 
@@ -30,10 +35,17 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
 use opentelemetry_proto::tonic::metrics::v1::AggregationTemporality;
 
 use super::{RejectReason, Rejections};
-use crate::store::{needs_normalization, normalize_metric_name, BatchLabel, BatchText, DecodedBatch, SeriesKind};
+use crate::store::{
+    needs_normalization, normalize_metric_name, BatchLabel, BatchText, DecodedBatch, ExtraPosition, LabelSetId,
+    SeriesKind, SetPlan, SAMPLE_LABELS_MAX,
+};
 
 /// The OTLP data point flag bit meaning "no recorded value" (a staleness marker).
 pub const FLAG_NO_RECORDED_VALUE: u32 = 1;
+
+/// A resource with at most this many labels has them copied into each of its points' label sets
+/// (a few labels cost less copied than interleaved when read); a larger one is referenced.
+const FLAT_RESOURCE_LABELS_MAX: usize = 4;
 
 /// Limits applied to every point, from [`crate::config::Config`].
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +55,8 @@ pub struct ConvertLimits {
     pub label_value_bytes_max: usize,
     pub metric_name_bytes_max: usize,
     pub future_skew_ms_max: i64,
+    /// Metric name plus label names and values of one series, in bytes.
+    pub series_key_bytes_max: usize,
 }
 
 impl ConvertLimits {
@@ -53,6 +67,7 @@ impl ConvertLimits {
             label_value_bytes_max: config.label_value_bytes_max,
             metric_name_bytes_max: config.metric_name_bytes_max,
             future_skew_ms_max: config.future_skew_ms_max,
+            series_key_bytes_max: config.series_key_bytes_max,
         }
     }
 }
@@ -156,10 +171,28 @@ struct AttributeCheck {
     first_invalid: Option<RejectReason>,
 }
 
+impl ConvertLimits {
+    /// The most labels of one series: the configured limit, and at most what a batch can hold.
+    fn labels_max(&self) -> usize {
+        self.labels_per_series_max.min(SAMPLE_LABELS_MAX)
+    }
+
+    /// The verdict on a sample's labels: their count, then their bytes with the metric name.
+    fn sample_labels_verdict(&self, n_labels: usize, key_string_bytes: usize) -> Option<RejectReason> {
+        if n_labels > self.labels_max() {
+            Some(RejectReason::TooManyLabels)
+        } else if key_string_bytes > self.series_key_bytes_max {
+            Some(RejectReason::SeriesKeyTooLarge)
+        } else {
+            None
+        }
+    }
+}
+
 impl AttributeCheck {
     /// Too many attributes outweighs a bad one; otherwise the first bad one decides.
     fn verdict(self, limits: &ConvertLimits) -> Option<RejectReason> {
-        if self.count > limits.labels_per_series_max {
+        if self.count > limits.labels_max() {
             Some(RejectReason::TooManyLabels)
         } else {
             self.first_invalid
@@ -183,10 +216,13 @@ struct CurrentMetric<'a> {
 struct Scratch<'a> {
     /// Sort keys (name prefix, position) for [`canonical_positions`].
     label_order: Vec<(u64, u32)>,
-    /// The label names (in input order) that `canonical_positions` was computed for.
+    /// The point label names (in input order) that `canonical_positions` and `plan` were
+    /// computed for, under the current resource.
     order_names: Vec<&'a str>,
     canonical_positions: Vec<u32>,
-    sample_labels: Vec<BatchLabel<'a>>,
+    /// How those labels interleave with the resource's, once computed.
+    plan: Option<SetPlan>,
+    resource_positions: Vec<u32>,
     format: String,
 }
 
@@ -203,10 +239,24 @@ pub struct SampleWriter<'a, 'b> {
     resource_labels: Vec<BatchLabel<'a>>,
     resource_check: AttributeCheck,
     resource_rejection: Option<RejectReason>,
+    /// The resource's labels in the batch (its set), once decided.
+    resource_set: Option<LabelSetId>,
+    /// The [`crate::store::label_hash`] of each of `resource_labels` in its set (0 for a name
+    /// given again later, which the set does not hold).
+    resource_hashes: Vec<u64>,
+    /// Whether points copy the resource's labels (few) rather than build on its set.
+    flat_resource: bool,
     metric: CurrentMetric<'a>,
-    /// Resource labels, then the point's valid attributes, in input order.
+    /// The resource's labels when they are copied (`flat_resource`), then the point's valid
+    /// attributes, in input order.
     point_labels: Vec<BatchLabel<'a>>,
+    /// Where the point's own attributes start in `point_labels`.
+    point_own_start: usize,
     point_check: AttributeCheck,
+    /// The point's labels in the batch, pushed with its first sample.
+    point_set: Option<LabelSetId>,
+    /// Where the point's extra label (`le`, `quantile`) goes in `point_set`.
+    extra_position: Option<(&'a str, ExtraPosition)>,
     scratch: Scratch<'a>,
 }
 
@@ -225,9 +275,15 @@ impl<'a, 'b> SampleWriter<'a, 'b> {
             resource_labels: Vec::new(),
             resource_check: AttributeCheck::default(),
             resource_rejection: None,
+            resource_set: None,
+            resource_hashes: Vec::new(),
+            flat_resource: false,
             metric: CurrentMetric { name: "", kind: SeriesKind::Gauge, rejection: None, name_idx: [u32::MAX; 4] },
             point_labels: Vec::new(),
+            point_own_start: 0,
             point_check: AttributeCheck::default(),
+            point_set: None,
+            extra_position: None,
             scratch: Scratch::default(),
         }
     }
@@ -243,8 +299,33 @@ impl<'a, 'b> SampleWriter<'a, 'b> {
     }
 
     /// Decides the resource: if its labels fail a check, every sample of its metrics is rejected.
+    /// Otherwise its labels go into the batch once, as the set its points' labels build on.
     pub fn end_resource(&mut self) {
         self.resource_rejection = self.resource_check.verdict(self.limits);
+        self.resource_set = None;
+        // The cached point label order and plan were computed against the previous resource.
+        self.scratch.order_names.clear();
+        self.scratch.canonical_positions.clear();
+        self.scratch.plan = None;
+        if self.resource_rejection.is_some() {
+            return;
+        }
+        let positions = &mut self.scratch.resource_positions;
+        canonical_positions(&self.resource_labels, &mut self.scratch.label_order, positions);
+        let plan = SetPlan::own_only(positions.len());
+        let set = self.batch.push_label_set(None, &self.resource_labels, positions, plan, &[]);
+        // The metric name only adds to these bytes: no series of this resource can fit.
+        if self.batch.label_set_string_bytes(set) > self.limits.series_key_bytes_max {
+            self.resource_rejection = Some(RejectReason::SeriesKeyTooLarge);
+            return;
+        }
+        self.resource_hashes.clear();
+        self.resource_hashes.resize(self.resource_labels.len(), 0);
+        for (&input_idx, &hash) in positions.iter().zip(self.batch.label_set_own_hashes(set)) {
+            self.resource_hashes[input_idx as usize] = hash;
+        }
+        self.flat_resource = positions.len() <= FLAT_RESOURCE_LABELS_MAX;
+        self.resource_set = Some(set);
     }
 
     pub fn begin_metric(&mut self, name: &'a str, data: MetricData) {
@@ -262,9 +343,12 @@ impl<'a, 'b> SampleWriter<'a, 'b> {
     pub fn begin_point(&mut self) {
         self.point_labels.clear();
         self.point_check = AttributeCheck::default();
-        if self.metric.rejection.is_none() {
+        self.point_set = None;
+        self.extra_position = None;
+        if self.flat_resource && self.metric.rejection.is_none() {
             self.point_labels.extend_from_slice(&self.resource_labels);
         }
+        self.point_own_start = self.point_labels.len();
     }
 
     #[inline(always)]
@@ -374,13 +458,13 @@ impl<'a, 'b> SampleWriter<'a, 'b> {
         Some(self.end_point_labels())
     }
 
-    /// The point's label verdict; when its labels pass, their canonical order is in
+    /// The point's label verdict; when its own labels pass, their canonical order is in
     /// `scratch.canonical_positions`.
     fn end_point_labels(&mut self) -> Option<RejectReason> {
         let rejection = self.point_check.verdict(self.limits);
         if rejection.is_none() {
             // Points of a metric almost always carry the same names in the same order: reuse
-            // the previous point's canonical order when the names match, sort otherwise.
+            // the previous point's canonical order (and plan) when the names match, sort otherwise.
             let (labels, scratch) = (&self.point_labels, &mut self.scratch);
             let same_names = scratch.order_names.len() == labels.len()
                 && scratch.order_names.iter().zip(labels.iter()).all(|(&name, label)| name == label.name);
@@ -388,14 +472,55 @@ impl<'a, 'b> SampleWriter<'a, 'b> {
                 canonical_positions(labels, &mut scratch.label_order, &mut scratch.canonical_positions);
                 scratch.order_names.clear();
                 scratch.order_names.extend(labels.iter().map(|label| label.name));
+                scratch.plan = None;
             }
         }
         rejection
     }
 
+    /// The label set of the current point (whose labels passed [`Self::end_point_labels`]):
+    /// its resource's when it has no attributes of its own, else its own labels on top of the
+    /// resource's, pushed into the batch on first use.
+    fn point_set(&mut self) -> LabelSetId {
+        if let Some(set) = self.point_set {
+            return set;
+        }
+        let resource = match self.resource_set {
+            Some(set) => set,
+            // A decoder that reported no resource: an empty one.
+            None => {
+                let set = self.batch.push_label_set(None, &[], &[], SetPlan::own_only(0), &[]);
+                self.resource_set = Some(set);
+                set
+            }
+        };
+        let set = if self.point_labels.len() == self.point_own_start {
+            // No attributes of its own: the resource's set.
+            resource
+        } else if self.flat_resource {
+            // The resource's few labels are in `point_labels` too: one set of its own.
+            let positions = &self.scratch.canonical_positions;
+            let plan = SetPlan::own_only(positions.len());
+            self.batch.push_label_set(None, &self.point_labels, positions, plan, &self.resource_hashes)
+        } else {
+            let positions = &self.scratch.canonical_positions;
+            let plan = match self.scratch.plan {
+                Some(plan) => plan,
+                None => {
+                    let plan = self.batch.plan_label_set(Some(resource), &self.point_labels, positions);
+                    self.scratch.plan = Some(plan);
+                    plan
+                }
+            };
+            self.batch.push_label_set(Some(resource), &self.point_labels, positions, plan, &[])
+        };
+        self.point_set = Some(set);
+        set
+    }
+
     /// Emits one sample of a point whose labels passed [`Self::end_point_labels`] (or counts
     /// its rejection), checking in this order: value missing, NaN, timestamp too far ahead,
-    /// the point's labels, then the label count with `extra_label` added.
+    /// the point's labels, then the label count and the key bytes with `extra_label` added.
     fn sample(
         &mut self,
         slot: NameSlot,
@@ -421,30 +546,35 @@ impl<'a, 'b> SampleWriter<'a, 'b> {
         }
         let value = value.expect("checked above");
         let name_idx = self.name_idx(slot);
+        let set = self.point_set();
+        // Normalizing replaces single bytes, so the name's length is the original's.
+        let name_bytes = self.metric.name.len() + slot.suffix().len();
+        let n_labels = self.batch.label_set_len(set);
+        let key_string_bytes = name_bytes + self.batch.label_set_string_bytes(set);
         let Some(extra) = extra_label else {
-            // The common case: the point's own labels in canonical order, no copy.
-            let positions = &self.scratch.canonical_positions;
-            if positions.len() > self.limits.labels_per_series_max {
-                self.rejections.add(RejectReason::TooManyLabels, 1);
-            } else {
-                self.batch.push_sample_in_order(name_idx, &self.point_labels, positions, kind, timestamp_ms, value);
+            // The common case: the point's labels, no copy.
+            match self.limits.sample_labels_verdict(n_labels, key_string_bytes) {
+                Some(reason) => self.rejections.add(reason, 1),
+                None => self.batch.push_sample(name_idx, set, kind, timestamp_ms, value),
             }
             return;
         };
-        let mut sample_labels = std::mem::take(&mut self.scratch.sample_labels);
-        sample_labels.clear();
-        sample_labels.extend(self.scratch.canonical_positions.iter().map(|&idx| self.point_labels[idx as usize]));
-        // The extra label replaces a point attribute of the same name.
-        match sample_labels.binary_search_by(|label| label.name.cmp(extra.name)) {
-            Ok(existing_idx) => sample_labels[existing_idx] = extra,
-            Err(insert_idx) => sample_labels.insert(insert_idx, extra),
+        // The extra label replaces a label of the same name (a point attribute `le`, say).
+        let position = match self.extra_position {
+            Some((name, position)) if name == extra.name => position,
+            _ => {
+                let position = self.batch.extra_position(set, extra.name);
+                self.extra_position = Some((extra.name, position));
+                position
+            }
+        };
+        let n_labels = n_labels + usize::from(!position.replaces());
+        let extra_bytes = extra.name.len() + self.batch.resolve(extra.value).len();
+        let key_string_bytes = key_string_bytes + extra_bytes - position.replaced_string_bytes();
+        match self.limits.sample_labels_verdict(n_labels, key_string_bytes) {
+            Some(reason) => self.rejections.add(reason, 1),
+            None => self.batch.push_sample_with_extra(name_idx, set, extra, position, kind, timestamp_ms, value),
         }
-        if sample_labels.len() > self.limits.labels_per_series_max {
-            self.rejections.add(RejectReason::TooManyLabels, 1);
-        } else {
-            self.batch.push_sample(name_idx, &sample_labels, kind, timestamp_ms, value);
-        }
-        self.scratch.sample_labels = sample_labels;
     }
 
     /// The batch index of the metric's name for `slot`, registered (normalized, with its

@@ -6,7 +6,10 @@
 //!
 //! **Restore.** The newest snapshot that validates completely (checksums, rkyv's checked access,
 //! column consistency, every series key) is loaded, in two phases: everything is checked before
-//! the first series enters the store, so a bad file never leaves half its data behind. A file that
+//! the first series enters the store, so a bad file never leaves half its data behind. Restored
+//! samples pass the same time checks as ingested ones: older than the retention window, or
+//! further ahead of the clock than `--max-future-skew`, they are dropped (a snapshot written by
+//! a server whose clock ran ahead cannot hold a series back); and new series the same limits. A file that
 //! fails is renamed to `<name>.rejected` (kept for inspection, never deleted) and the next older
 //! one is tried. The writer holds each shard's read lock for at most [`SLOTS_PER_LOCK`] series at
 //! a time: appends to that shard wait for one such range (a millisecond or less), queries not at all.
@@ -387,12 +390,18 @@ pub struct RestoreReport {
     pub samples: u64,
     /// Samples older than the retention window at restore time.
     pub samples_expired: u64,
-    /// Series not restored because the store reached `--max-series`.
+    /// Samples further ahead of the clock than `--max-future-skew` at restore time.
+    pub samples_in_future: u64,
+    /// Series not restored because the store reached a limit (`--max-series`,
+    /// `--max-series-per-metric`, `--max-store-bytes`).
     pub series_over_limit: u64,
 }
 
-/// Puts a checked snapshot into `store`, dropping samples older than `cutoff_ms`.
-pub fn restore(store: &Store, snapshot: CheckedSnapshot, cutoff_ms: i64, threads: usize) -> RestoreReport {
+/// Puts a checked snapshot into `store`, dropping the samples ingest would refuse at
+/// `now_unix_ms`: older than the store's retention, or more than its future skew ahead.
+pub fn restore(store: &Store, snapshot: CheckedSnapshot, now_unix_ms: i64, threads: usize) -> RestoreReport {
+    let cutoff_ms = now_unix_ms.saturating_sub(store.config().retention_ms);
+    let future_limit_ms = now_unix_ms.saturating_add(store.config().future_skew_ms_max);
     let CheckedSnapshot { header, sections, keys } = snapshot;
     store.reserve_series(usize::try_from(header.series_count).unwrap_or(0).min(store.config().series_count_max));
     let per_section = parallel_map(sections.into_iter().zip(keys).collect(), threads, |(bytes, keys)| {
@@ -408,6 +417,8 @@ pub fn restore(store: &Store, snapshot: CheckedSnapshot, cutoff_ms: i64, threads
                     let timestamp_ms = base_ms.saturating_add(i64::from(archived.offsets_ms[sample].to_native()));
                     if timestamp_ms < cutoff_ms {
                         report.samples_expired += 1;
+                    } else if timestamp_ms > future_limit_ms {
+                        report.samples_in_future += 1;
                     } else {
                         samples.push((timestamp_ms, archived.values[sample].to_native()));
                     }
@@ -418,7 +429,7 @@ pub fn restore(store: &Store, snapshot: CheckedSnapshot, cutoff_ms: i64, threads
                     report.series += 1;
                     report.samples += samples as u64;
                 }
-                RestoreOutcome::SeriesLimit => report.series_over_limit += 1,
+                RestoreOutcome::Refused(_) => report.series_over_limit += 1,
                 RestoreOutcome::Empty => {}
             }
         }
@@ -429,6 +440,7 @@ pub fn restore(store: &Store, snapshot: CheckedSnapshot, cutoff_ms: i64, threads
         series: total.series + part.series,
         samples: total.samples + part.samples,
         samples_expired: total.samples_expired + part.samples_expired,
+        samples_in_future: total.samples_in_future + part.samples_in_future,
         series_over_limit: total.series_over_limit + part.series_over_limit,
     })
 }
@@ -448,11 +460,10 @@ pub fn restore_newest(store: &Store, dir: &Path, now_unix_ms: i64, threads: usiz
             return None;
         }
     };
-    let cutoff_ms = now_unix_ms.saturating_sub(store.config().retention_ms);
     for path in snapshots {
         match read_snapshot(&path, threads) {
             Ok(checked) => {
-                let mut report = restore(store, checked, cutoff_ms, threads);
+                let mut report = restore(store, checked, now_unix_ms, threads);
                 report.file = path;
                 return Some(report);
             }

@@ -11,7 +11,7 @@ use crate::store::{BatchSample, LabelPair, SampleBatch, SeriesKind, StoreConfig}
 const NOW_MS: i64 = 1_800_000_000_000;
 
 fn store(shard_count: usize) -> Store {
-    Store::new(StoreConfig { shard_count, series_count_max: 1_000_000, retention_ms: 600_000 })
+    Store::new(StoreConfig::new(shard_count, 1_000_000, 600_000))
 }
 
 /// Every series of a store: key → (kind, samples as (timestamp, value bits)).
@@ -367,4 +367,35 @@ proptest! {
         let (copy_of_copy, _) = restored(again.path(), writer_shards);
         prop_assert_eq!(contents(&copy_of_copy), contents(&original));
     }
+}
+
+#[test]
+fn samples_further_ahead_than_the_future_skew_are_dropped_on_load() {
+    // Written by a server whose samples reach a minute past this one's clock.
+    let original = store(2);
+    let series: Vec<SeriesSpec> = (0..4)
+        .map(|idx| {
+            let samples = (0..70).map(|step| (NOW_MS - 9_000 + step * 1_000, step as f64)).collect();
+            ("ahead".to_string(), vec![("gpu", idx.to_string())], SeriesKind::Gauge, samples)
+        })
+        .collect();
+    fill(&original, &series);
+    let dir = tempfile::tempdir().unwrap();
+    write_snapshot(&original, dir.path(), 2, NOW_MS).unwrap();
+    let skewed = Store::new(StoreConfig { future_skew_ms_max: 10_000, ..StoreConfig::new(3, 1_000_000, 600_000) });
+    let report = restore_newest(&skewed, dir.path(), NOW_MS, 2).unwrap();
+    // Per series: NOW - 9 s ..= NOW + 10 s are kept (20 samples), the 50 later ones dropped.
+    assert_eq!((report.samples, report.samples_in_future, report.samples_expired), (4 * 20, 4 * 50, 0));
+    let kept = contents(&skewed);
+    assert!(kept.values().flat_map(|(_, samples)| samples).all(|&(timestamp_ms, _)| timestamp_ms <= NOW_MS + 10_000));
+    // The producer's next point, one second after the clock, is not held back.
+    let next = SampleBatch {
+        samples: vec![BatchSample::new(
+            SeriesKey::new("ahead", vec![LabelPair::new("gpu", "0")]),
+            SeriesKind::Gauge,
+            NOW_MS + 11_000,
+            1.0,
+        )],
+    };
+    assert_eq!(skewed.append(next, NOW_MS + 1_000).appended, 1);
 }

@@ -125,7 +125,7 @@ struct ChunkBlock {
     offsets_ms: [u32; CHUNK_CAPACITY],
 }
 
-const CHUNK_BLOCK_BYTES: usize = std::mem::size_of::<ChunkBlock>();
+pub(super) const CHUNK_BLOCK_BYTES: usize = std::mem::size_of::<ChunkBlock>();
 const _: () = assert!(CHUNK_BLOCK_BYTES == 64 + CHUNK_CAPACITY * 12, "no padding in the block");
 
 /// Up to [`CHUNK_CAPACITY`] samples with strictly ascending timestamps, all less than
@@ -313,11 +313,6 @@ impl Chunk {
             values: &self.values()[first_idx..end_idx],
         }
     }
-
-    /// Heap bytes reserved by this chunk: its block, whatever it holds.
-    pub fn heap_bytes(&self) -> usize {
-        CHUNK_BLOCK_BYTES
-    }
 }
 
 #[cfg(test)]
@@ -405,8 +400,8 @@ mod tests {
             chunk.push(idx, idx as f64);
         }
         assert!(chunk.is_full() && !chunk.can_hold(CHUNK_CAPACITY as i64));
-        assert_eq!(chunk.heap_bytes(), 1_504);
-        assert_eq!(chunk.heap_bytes() - std::mem::size_of::<ChunkSummary>(), CHUNK_CAPACITY * 12);
+        assert_eq!(CHUNK_BLOCK_BYTES, 1_504);
+        assert_eq!(CHUNK_BLOCK_BYTES - std::mem::size_of::<ChunkSummary>(), CHUNK_CAPACITY * 12);
         chunk.clear();
         assert!(!chunk.is_full() && chunk.can_hold(0));
     }

@@ -5,7 +5,12 @@
 //! [`SampleBatch`]es and call [`Store::append`]), and queries read it through
 //! [`Store::visit_metric`].
 //! **Invariant:** once [`Store::append_decoded`] returns, every later read sees the appended samples.
+//!
+//! The store is bounded in series (`--max-series`), in series per metric
+//! (`--max-series-per-metric`) and in bytes (`--max-store-bytes`: keys, series and chunks), each
+//! a running count kept in step with the shards ([`accounting`]).
 
+mod accounting;
 mod batch;
 mod chunk;
 pub mod kernels;
@@ -13,20 +18,25 @@ mod series_key;
 mod shard;
 mod window;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 
-pub use batch::{BatchLabel, BatchSample, BatchText, DecodedBatch, DecodedSample, SampleBatch};
+pub use accounting::SeriesRefusal;
+pub use batch::{
+    BatchLabel, BatchSample, BatchText, DecodedBatch, DecodedSample, ExtraPosition, LabelSetId, SampleBatch,
+    SampleLabels, SetPlan, BATCH_BYTES_CONSTANT, BATCH_BYTES_PER_REQUEST_BYTE_MAX, SAMPLE_LABELS_MAX,
+};
 pub use chunk::{ChunkSlice, CHUNK_CAPACITY};
 pub use series_key::{
-    needs_normalization, normalize_metric_name, series_hash, sort_and_dedup_keep_last, KeyDecodeError, LabelPair,
-    LabelRef, SeriesKey,
+    combine_series_hash, label_hash, metric_name_hash, needs_normalization, normalize_metric_name, series_hash,
+    sort_and_dedup_keep_last, KeyDecodeError, LabelPair, LabelRef, LabelSetHash, SeriesKey,
 };
 pub use window::{SeriesKind, SeriesWindow, WindowOp};
 
+use accounting::{Accounting, CountLimits};
 use chunk::Chunk;
 use shard::{AppendResult, RunEnd, Shard};
 
@@ -64,7 +74,34 @@ pub struct StoreConfig {
     pub shard_count: usize,
     pub series_count_max: usize,
     pub retention_ms: i64,
+    /// Bytes of keys, series and chunks held at most (`--max-store-bytes`).
+    pub bytes_max: usize,
+    /// Series of one metric held at most (`--max-series-per-metric`).
+    pub series_per_metric_max: usize,
+    /// How far ahead of the clock a restored sample may be (`--max-future-skew`, as ingest).
+    pub future_skew_ms_max: i64,
 }
+
+impl StoreConfig {
+    /// A store of `shard_count` shards, at most `series_count_max` series and `retention_ms`
+    /// of retention, and no other limit: no byte limit, no per-metric limit beyond the series
+    /// limit, and no future check on restore (tests and benches set the ones they exercise).
+    pub fn new(shard_count: usize, series_count_max: usize, retention_ms: i64) -> StoreConfig {
+        StoreConfig {
+            shard_count,
+            series_count_max,
+            retention_ms,
+            bytes_max: usize::MAX,
+            series_per_metric_max: series_count_max,
+            future_skew_ms_max: i64::MAX,
+        }
+    }
+}
+
+/// A metric whose new series make [`Store::append_decoded`] panic after they are reserved and
+/// before they are inserted: the fault the panic-policy tests inject. Test builds only.
+#[cfg(test)]
+pub const PANIC_METRIC_FOR_TESTS: &str = "otelscale_test_injected_panic";
 
 /// What [`Store::append_decoded`] did with a batch.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +111,10 @@ pub struct AppendOutcome {
     pub series_created: u64,
     /// Samples of new series refused because the store holds `series_count_max` series.
     pub rejected_series_limit: u64,
+    /// Samples of new series refused because their metric has `series_per_metric_max` series.
+    pub rejected_metric_series_limit: u64,
+    /// Samples refused because a new series or chunk would exceed `bytes_max`.
+    pub rejected_store_bytes: u64,
     /// Samples older than their series' last sample.
     pub rejected_out_of_order: u64,
     /// Samples older than the retention window.
@@ -106,12 +147,23 @@ impl<'a> SeriesView<'a> {
 /// What [`Store::restore_series`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestoreOutcome {
-    /// The series is in the store with this many of the given samples.
+    /// The series is in the store with this many of the given samples (samples beyond the
+    /// byte limit are not).
     Restored { samples: usize },
-    /// The store already holds `series_count_max` series.
-    SeriesLimit,
+    /// The series was refused: a limit is reached.
+    Refused(SeriesRefusal),
     /// No sample was given: nothing stored.
     Empty,
+}
+
+/// The store's counts: the running ones ([`Store::counts`]) or recomputed by a scan
+/// ([`Store::recount`]); the two are equal at every moment no append or retention is running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreCounts {
+    pub series: usize,
+    pub bytes: usize,
+    /// Series per metric, by name.
+    pub series_by_metric: Vec<(String, usize)>,
 }
 
 #[derive(Debug)]
@@ -119,7 +171,7 @@ pub struct Store {
     shards: Box<[RwLock<Shard>]>,
     /// Per shard: metric walks under way, which keep retention from shifting postings.
     walks_under_way: Box<[AtomicUsize]>,
-    series_count: AtomicUsize,
+    accounting: Accounting,
     config: StoreConfig,
 }
 
@@ -128,7 +180,12 @@ impl Store {
         assert!(config.shard_count > 0, "shard_count is validated to be positive");
         let shards = (0..config.shard_count).map(|_| RwLock::new(Shard::default())).collect();
         let walks_under_way = (0..config.shard_count).map(|_| AtomicUsize::new(0)).collect();
-        Store { shards, walks_under_way, series_count: AtomicUsize::new(0), config }
+        let accounting = Accounting::new(CountLimits {
+            series_count_max: config.series_count_max,
+            bytes_max: config.bytes_max,
+            series_per_metric_max: config.series_per_metric_max,
+        });
+        Store { shards, walks_under_way, accounting, config }
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -136,7 +193,12 @@ impl Store {
     }
 
     pub fn series_count(&self) -> usize {
-        self.series_count.load(Ordering::Relaxed)
+        self.accounting.series_count()
+    }
+
+    /// Series of `metric_name` held.
+    pub fn metric_series_count(&self, metric_name: &str) -> usize {
+        self.accounting.metric_series_count(metric_name)
     }
 
     fn shard_idx(&self, key_hash: u64) -> usize {
@@ -170,28 +232,66 @@ impl Store {
         // query waiting on it waits for tens of microseconds, not for a whole batch's share.
         for run in order.chunk_by(|a, b| a.0 == b.0).flat_map(|run| run.chunks(APPEND_SAMPLES_PER_LOCK)) {
             let mut shard = self.shards[run[0].0 as usize].write();
+            // The series of the previous sample, valid while this lock is held: a run of samples
+            // with the same label set (points without attributes of one metric) is looked up
+            // once, not compared key by key.
+            let mut previous: Option<(&DecodedSample, shard::SeriesIdx)> = None;
             for &(_, sample_idx) in run {
                 let sample = &samples[sample_idx as usize];
-                let metric_name = batch.metric_name(sample);
-                let found = shard.find(sample.key_hash, |key| key.equals(metric_name, batch.labels(sample)));
-                let series_idx = match found {
-                    Some(idx) => idx,
-                    None => {
-                        if !self.reserve_series_slot() {
-                            outcome.rejected_series_limit += 1;
-                            continue;
+                let series_idx = match previous {
+                    Some((previous_sample, series_idx)) if sample.same_labels_as(previous_sample) => series_idx,
+                    _ => {
+                        let metric_name = batch.metric_name(sample);
+                        let found = shard.find(sample.key_hash, |key| key.equals(metric_name, batch.labels(sample)));
+                        match found {
+                            Some(idx) => idx,
+                            None => match self.insert_series(&mut shard, batch, sample) {
+                                Ok(idx) => {
+                                    outcome.series_created += 1;
+                                    idx
+                                }
+                                Err(refusal) => {
+                                    match refusal {
+                                        SeriesRefusal::SeriesLimit => outcome.rejected_series_limit += 1,
+                                        SeriesRefusal::MetricSeriesLimit => outcome.rejected_metric_series_limit += 1,
+                                        SeriesRefusal::BytesLimit => outcome.rejected_store_bytes += 1,
+                                    }
+                                    continue;
+                                }
+                            },
                         }
-                        outcome.series_created += 1;
-                        shard.insert(batch.series_key(sample), sample.key_hash, sample.kind)
                     }
                 };
-                match shard.append(series_idx, sample.kind, sample.timestamp_ms, sample.value) {
+                previous = Some((sample, series_idx));
+                let appended =
+                    shard.append(series_idx, sample.kind, sample.timestamp_ms, sample.value, &self.accounting);
+                match appended {
                     AppendResult::Appended | AppendResult::Overwritten => outcome.appended += 1,
                     AppendResult::OutOfOrder => outcome.rejected_out_of_order += 1,
+                    AppendResult::StoreFull => outcome.rejected_store_bytes += 1,
                 }
             }
         }
         outcome
+    }
+
+    /// Creates the series of `sample` in `shard` (whose lock the caller holds), if the limits
+    /// allow: reserved in every count first, then inserted, which commits the reservation.
+    fn insert_series(
+        &self,
+        shard: &mut Shard,
+        batch: &DecodedBatch<'_>,
+        sample: &DecodedSample,
+    ) -> Result<shard::SeriesIdx, SeriesRefusal> {
+        let key = batch.series_key(sample);
+        let bytes = shard.new_series_bytes(&key);
+        let metric_name = batch.metric_name(sample);
+        let reservation = self.accounting.reserve_series(key, Some(metric_name), bytes)?;
+        #[cfg(test)]
+        if metric_name == PANIC_METRIC_FOR_TESTS {
+            panic!("fault injected for a test: a new series of {PANIC_METRIC_FOR_TESTS} after its reservation");
+        }
+        Ok(shard.insert(reservation, Some(metric_name), sample.key_hash, sample.kind))
     }
 
     /// Makes room for `series` more series spread over the shards (before a restore), so the
@@ -238,23 +338,20 @@ impl Store {
         let mut shard = self.shards[self.shard_idx(key_hash)].write();
         let series_idx = match shard.find(key_hash, |stored| *stored == key) {
             Some(idx) => idx,
-            None if self.reserve_series_slot() => shard.insert(key, key_hash, kind),
-            None => return RestoreOutcome::SeriesLimit,
+            None => {
+                let bytes = shard.new_series_bytes(&key);
+                match self.accounting.reserve_series(key, None, bytes) {
+                    Ok(reservation) => shard.insert(reservation, None, key_hash, kind),
+                    Err(refusal) => return RestoreOutcome::Refused(refusal),
+                }
+            }
         };
         let restored = samples
             .filter(|&(timestamp_ms, value)| {
-                shard.append(series_idx, kind, timestamp_ms, value) == AppendResult::Appended
+                shard.append(series_idx, kind, timestamp_ms, value, &self.accounting) == AppendResult::Appended
             })
             .count();
         RestoreOutcome::Restored { samples: restored }
-    }
-
-    fn reserve_series_slot(&self) -> bool {
-        self.series_count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| {
-                (count < self.config.series_count_max).then_some(count + 1)
-            })
-            .is_ok()
     }
 
     /// Calls `visit` for every series of `metric_name` (normalized), with a window view over its
@@ -335,9 +432,9 @@ impl Store {
                 // Read under the write lock: a walk that has not started its first run yet
                 // waits for this one, and one under way has already counted itself.
                 let compact = walks.load(Ordering::Acquire) == 0;
-                let (removed, next) = shard.drop_expired(cutoff_ms, first_slot, RETENTION_SLOTS_PER_LOCK, compact);
+                let (removed, next) =
+                    shard.drop_expired(cutoff_ms, first_slot, RETENTION_SLOTS_PER_LOCK, compact, &self.accounting);
                 drop(shard);
-                self.series_count.fetch_sub(removed, Ordering::AcqRel);
                 series_removed += removed;
                 next_slot = next;
             }
@@ -345,9 +442,32 @@ impl Store {
         series_removed
     }
 
-    /// Heap bytes held by chunks, label strings and slots (an estimate for `/metrics`).
+    /// Bytes held by keys, series and chunks (spare ones included), as counted against
+    /// `bytes_max`: a running count, not a scan (for `/metrics`).
     pub fn heap_bytes(&self) -> usize {
-        self.shards.iter().map(|shard| shard.read().heap_bytes()).sum()
+        self.accounting.bytes()
+    }
+
+    /// The running counts.
+    pub fn counts(&self) -> StoreCounts {
+        StoreCounts {
+            series: self.accounting.series_count(),
+            bytes: self.accounting.bytes(),
+            series_by_metric: self.accounting.series_by_metric(),
+        }
+    }
+
+    /// The counts recomputed by a scan of every shard (tests check them against
+    /// [`Store::counts`]; too slow for anything else).
+    pub fn recount(&self) -> StoreCounts {
+        let mut series_by_metric = BTreeMap::new();
+        let (mut series, mut bytes) = (0, 0);
+        for shard in self.shards.iter() {
+            let (shard_series, shard_bytes) = shard.read().recount(&mut series_by_metric);
+            series += shard_series;
+            bytes += shard_bytes;
+        }
+        StoreCounts { series, bytes, series_by_metric: series_by_metric.into_iter().collect() }
     }
 }
 

@@ -11,6 +11,8 @@ use std::hash::{BuildHasher, Hasher};
 /// Seed for series hashing. Fixed so that a series hashes the same way in every process
 /// (shard choice and, later, snapshots depend on it).
 const SERIES_HASH_SEED: u64 = 0x6f74_656c_7363_616c;
+/// Seed for metric names, so that a metric name and a label never hash alike.
+const METRIC_HASH_SEED: u64 = 0x6d65_7472_6963_5f6e;
 
 /// Bytes of the blob header: metric name length and label count.
 const HEADER_BYTES: usize = 8;
@@ -48,22 +50,81 @@ pub struct LabelRef<'a> {
     pub value: &'a str,
 }
 
-/// Hashes a series identity given in canonical order (labels sorted by name, unique). The owned
-/// and the borrowed form hash identically.
-pub fn series_hash<'a>(metric_name: &str, labels: impl IntoIterator<Item = LabelRef<'a>>) -> u64 {
-    let mut hasher = foldhash::fast::FixedState::with_seed(SERIES_HASH_SEED).build_hasher();
-    hash_str(&mut hasher, metric_name);
-    for label in labels {
-        hash_str(&mut hasher, label.name);
-        hash_str(&mut hasher, label.value);
+/// The hash of a label set, kept as the wrapping sum of its labels' [`label_hash`]es and their
+/// count. A sum does not depend on the order the labels are added in, nor on where each one came
+/// from (resource or data point), so a decoder hashes a resource's labels once and adds each
+/// point's own labels to that, taking out a resource label a point attribute overrides; the
+/// result equals the hash of the canonical set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LabelSetHash {
+    sum: u64,
+    count: u32,
+}
+
+impl LabelSetHash {
+    /// Adds a label (by its [`label_hash`]).
+    #[inline]
+    pub fn add(&mut self, label_hash: u64) {
+        self.sum = self.sum.wrapping_add(label_hash);
+        self.count += 1;
     }
+
+    /// Adds `count` labels whose hashes sum (wrapping) to `sum`.
+    #[inline]
+    pub fn add_sum(&mut self, sum: u64, count: usize) {
+        self.sum = self.sum.wrapping_add(sum);
+        self.count += u32::try_from(count).expect("a label set holds fewer than 4 G labels");
+    }
+
+    /// Takes out a label that was added.
+    #[inline]
+    pub fn remove(&mut self, label_hash: u64) {
+        self.sum = self.sum.wrapping_sub(label_hash);
+        self.count -= 1;
+    }
+
+    pub fn count(self) -> usize {
+        self.count as usize
+    }
+}
+
+/// The hash of one label: its name, then its value. foldhash mixes each write's length into
+/// the state (a length-dependent rotation), so `("ab", "c")` and `("a", "bc")` differ without a
+/// length prefix.
+#[inline]
+pub fn label_hash(name: &str, value: &str) -> u64 {
+    let mut hasher = foldhash::fast::FixedState::with_seed(SERIES_HASH_SEED).build_hasher();
+    hasher.write(name.as_bytes());
+    hasher.write(value.as_bytes());
     hasher.finish()
 }
 
-fn hash_str(hasher: &mut impl Hasher, text: &str) {
-    // Length-prefixed so that ("ab","c") and ("a","bc") hash differently.
-    hasher.write_usize(text.len());
-    hasher.write(text.as_bytes());
+/// The hash of a (normalized) metric name, the other half of a series hash.
+#[inline]
+pub fn metric_name_hash(metric_name: &str) -> u64 {
+    let mut hasher = foldhash::fast::FixedState::with_seed(METRIC_HASH_SEED).build_hasher();
+    hasher.write(metric_name.as_bytes());
+    hasher.finish()
+}
+
+/// The series hash of a metric (its [`metric_name_hash`]) and a label set: two mixing steps.
+#[inline]
+pub fn combine_series_hash(metric_hash: u64, labels: LabelSetHash) -> u64 {
+    let mut hasher = foldhash::fast::FixedState::with_seed(SERIES_HASH_SEED).build_hasher();
+    hasher.write_u128((u128::from(metric_hash) << 64) | u128::from(labels.sum));
+    hasher.write_u32(labels.count);
+    hasher.finish()
+}
+
+/// Hashes a series identity: a pure function of the metric name and the label *set* (the order
+/// the labels are given in does not matter, but each name must appear once, as in canonical
+/// order). The owned and the borrowed form hash identically.
+pub fn series_hash<'a>(metric_name: &str, labels: impl IntoIterator<Item = LabelRef<'a>>) -> u64 {
+    let mut set = LabelSetHash::default();
+    for label in labels {
+        set.add(label_hash(label.name, label.value));
+    }
+    combine_series_hash(metric_name_hash(metric_name), set)
 }
 
 /// Why bytes are not a [`SeriesKey`] encoding.
@@ -360,6 +421,23 @@ mod tests {
         let empty = SeriesKey::new("gpu_util", vec![]);
         assert_eq!(empty.labels().count(), 0);
         assert!(empty < key);
+    }
+
+    #[test]
+    fn hash_is_a_function_of_the_label_set_and_combines_in_parts() {
+        let labels = [LabelRef { name: "a", value: "1" }, LabelRef { name: "b", value: "2" }];
+        let forward = series_hash("m", labels);
+        assert_eq!(forward, series_hash("m", [labels[1], labels[0]]));
+        assert_ne!(forward, series_hash("n", labels));
+        assert_ne!(forward, series_hash("m", [labels[0]]));
+        // A resource's hash, a point's own label added, a resource label overridden.
+        let mut set = LabelSetHash::default();
+        set.add(label_hash("a", "resource"));
+        set.add(label_hash("b", "2"));
+        set.remove(label_hash("a", "resource"));
+        set.add(label_hash("a", "1"));
+        assert_eq!(combine_series_hash(metric_name_hash("m"), set), forward);
+        assert_eq!(set.count(), 2);
     }
 
     #[test]

@@ -2,12 +2,21 @@
 //!
 //! Each shard sits behind one lock in [`super::Store`]; a batch takes each shard's lock once.
 //! Slots of removed series and the chunks they held are reused by new ones.
+//!
+//! **Consistent at every step.** A panic may unwind out of any change made under the shard's
+//! lock (the lock does not poison), so each change leaves the shard whole: a series is in the
+//! index exactly when its slot holds it and its metric's postings list it (an insert first makes
+//! room in all three, then fills them with operations that cannot fail; a removal takes it out
+//! of all three before the next series is looked at); a live series always has a chunk with a
+//! sample; a chunk push updates summary and columns together; and the store's counts
+//! ([`super::accounting`]) change in the same step as the structure they count.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 
 use hashbrown::HashTable;
 
+use super::accounting::{Accounting, SeriesReservation};
 use super::chunk::Chunk;
 use super::series_key::SeriesKey;
 use super::window::{SeriesKind, SeriesWindow};
@@ -42,6 +51,14 @@ pub(super) enum RunEnd<B> {
     /// The visitor stopped the walk.
     Stopped(B),
 }
+/// Bytes a series holds besides its key and chunks, as counted against `--max-store-bytes`:
+/// its slot, its index entry (slot number and control byte) and its postings entry.
+pub(super) const SERIES_BYTES: usize =
+    std::mem::size_of::<Option<Series>>() + std::mem::size_of::<SeriesIdx>() + 1 + std::mem::size_of::<SeriesIdx>();
+
+/// Bytes a chunk holds, as counted against `--max-store-bytes`: its block and its place in the
+/// series' chunk queue. Spare chunks count too: the store holds them.
+pub(super) const CHUNK_BYTES: usize = super::chunk::CHUNK_BLOCK_BYTES + std::mem::size_of::<Chunk>();
 
 #[derive(Debug)]
 pub(super) struct Series {
@@ -49,6 +66,8 @@ pub(super) struct Series {
     pub key_hash: u64,
     pub kind: SeriesKind,
     pub chunks: VecDeque<Chunk>,
+    /// Position of this series in its metric's postings.
+    postings_pos: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +77,8 @@ pub(super) enum AppendResult {
     Overwritten,
     /// Older than the series' last sample: not stored.
     OutOfOrder,
+    /// A new chunk was needed, no spare one was left and `--max-store-bytes` is reached.
+    StoreFull,
 }
 
 impl Series {
@@ -65,7 +86,13 @@ impl Series {
         self.chunks.back().and_then(Chunk::last_timestamp_ms)
     }
 
-    fn append(&mut self, timestamp_ms: i64, value: f64, spare_chunks: &mut Vec<Chunk>) -> AppendResult {
+    fn append(
+        &mut self,
+        timestamp_ms: i64,
+        value: f64,
+        spare_chunks: &mut Vec<Chunk>,
+        accounting: &Accounting,
+    ) -> AppendResult {
         if let Some(last_ms) = self.last_timestamp_ms() {
             if timestamp_ms < last_ms {
                 return AppendResult::OutOfOrder;
@@ -79,7 +106,12 @@ impl Series {
         }
         // A full chunk, or one whose 32-bit offsets cannot reach this timestamp, ends here.
         if self.chunks.back().is_none_or(|chunk| !chunk.can_hold(timestamp_ms)) {
-            self.chunks.push_back(spare_chunks.pop().unwrap_or_else(Chunk::with_capacity));
+            let chunk = match spare_chunks.pop() {
+                Some(chunk) => chunk,
+                None if accounting.try_reserve_bytes(CHUNK_BYTES) => Chunk::with_capacity(),
+                None => return AppendResult::StoreFull,
+            };
+            self.chunks.push_back(chunk);
         }
         let chunk = self.chunks.back_mut().expect("a chunk with room was just ensured");
         chunk.push(timestamp_ms, value);
@@ -93,8 +125,9 @@ pub(super) struct Shard {
     index: HashTable<SeriesIdx>,
     slots: Vec<Option<Series>>,
     free_slots: Vec<SeriesIdx>,
-    /// Metric name → slots of its series, so a query touches only its metric's series.
-    postings: HashMap<Box<str>, MetricPostings>,
+    /// Metric name → slots of its series, so a query touches only its metric's series. A list
+    /// may be empty for an instant (made while inserting a metric's first series here).
+    postings: hashbrown::HashMap<Box<str>, MetricPostings, foldhash::fast::FixedState>,
     /// Tombstones in all of `postings`.
     tombstones: usize,
     spare_chunks: Vec<Chunk>,
@@ -115,40 +148,71 @@ impl Shard {
         self.slots.reserve(additional);
     }
 
-    /// Adds a series the caller checked is absent.
-    pub fn insert(&mut self, key: SeriesKey, key_hash: u64, kind: SeriesKind) -> SeriesIdx {
-        debug_assert!(self.find(key_hash, |stored| *stored == key).is_none());
-        let series = Series { key, key_hash, kind, chunks: VecDeque::new() };
-        let idx = match self.free_slots.pop() {
+    /// Bytes a new series with `key` would take here, as [`Shard::insert`] counts them: key,
+    /// series and, unless a spare one is left, its first chunk.
+    pub fn new_series_bytes(&self, key: &SeriesKey) -> usize {
+        let chunk_bytes = if self.spare_chunks.is_empty() { CHUNK_BYTES } else { 0 };
+        key.heap_bytes() + SERIES_BYTES + chunk_bytes
+    }
+
+    /// Adds the series of `reservation`'s key (made for [`Shard::new_series_bytes`] of it),
+    /// which the caller checked is absent, with an empty first chunk. Room is made in the slots,
+    /// the index and the postings first; then the reservation is committed and all three are
+    /// filled by steps that cannot fail.
+    pub fn insert(
+        &mut self,
+        reservation: SeriesReservation<'_>,
+        metric_name: Option<&str>,
+        key_hash: u64,
+        kind: SeriesKind,
+    ) -> SeriesIdx {
+        debug_assert!(self.find(key_hash, |stored| stored == reservation.key()).is_none());
+        let Shard { index, slots, free_slots, postings, spare_chunks, .. } = self;
+        // Room first: whatever may allocate (or fail) happens before anything is visible, but
+        // for a new metric's (empty) postings list.
+        let free_slot = free_slots.last().copied();
+        if free_slot.is_none() {
+            SeriesIdx::try_from(slots.len()).expect("series per shard fit in u32");
+            slots.reserve(1);
+        }
+        index.reserve(1, |&other| slots[other as usize].as_ref().map_or(0, |series| series.key_hash));
+        let metric_name = metric_name.unwrap_or_else(|| reservation.key().metric_name());
+        let series_idxs = &mut postings.entry_ref(metric_name).or_insert_with(MetricPostings::default).series_idxs;
+        series_idxs.reserve(1);
+        let postings_pos = u32::try_from(series_idxs.len()).expect("series per shard fit in u32");
+        let mut chunks = VecDeque::with_capacity(1);
+        chunks.push_back(spare_chunks.pop().unwrap_or_else(Chunk::with_capacity));
+        // Then the steps that cannot fail: counts, slot, index, postings.
+        let key = reservation.commit();
+        let series = Series { key, key_hash, kind, chunks, postings_pos };
+        let idx = match free_slot {
             Some(idx) => {
-                self.slots[idx as usize] = Some(series);
+                free_slots.pop();
+                slots[idx as usize] = Some(series);
                 idx
             }
             None => {
-                let idx = SeriesIdx::try_from(self.slots.len()).expect("series per shard fit in u32");
-                self.slots.push(Some(series));
-                idx
+                slots.push(Some(series));
+                (slots.len() - 1) as SeriesIdx
             }
         };
-        let slots = &self.slots;
-        self.index
-            .insert_unique(key_hash, idx, |&other| slots[other as usize].as_ref().map_or(0, |series| series.key_hash));
-        let metric_name = self.slots[idx as usize].as_ref().expect("just inserted").key.metric_name();
-        // The metric's name is allocated once, with its first series.
-        match self.postings.get_mut(metric_name) {
-            Some(postings) => postings.series_idxs.push(idx),
-            None => {
-                self.postings.insert(metric_name.into(), MetricPostings { series_idxs: vec![idx], tombstones: 0 });
-            }
-        }
+        index.insert_unique(key_hash, idx, |&other| slots[other as usize].as_ref().map_or(0, |series| series.key_hash));
+        series_idxs.push(idx);
         idx
     }
 
     /// Appends a sample to an existing series; `kind` is the kind the sample was reported with.
-    pub fn append(&mut self, idx: SeriesIdx, kind: SeriesKind, timestamp_ms: i64, value: f64) -> AppendResult {
+    pub fn append(
+        &mut self,
+        idx: SeriesIdx,
+        kind: SeriesKind,
+        timestamp_ms: i64,
+        value: f64,
+        accounting: &Accounting,
+    ) -> AppendResult {
         let series = self.slots[idx as usize].as_mut().expect("slot of a live series");
         series.kind = kind;
-        series.append(timestamp_ms, value, &mut self.spare_chunks)
+        series.append(timestamp_ms, value, &mut self.spare_chunks, accounting)
     }
 
     /// Calls `visit` for every series of `metric_name` with its window starting at `start_ms`.
@@ -198,20 +262,22 @@ impl Shard {
     /// chunk. Returns the number of series removed.
     /// Looks at the slots `first_slot..first_slot + slot_count` only, so that the caller can
     /// release the shard's lock between ranges; returns `(series removed, next slot)`, where the
-    /// next slot is `None` past the end. `compact`: no query is walking the shard, so postings
-    /// may shift (tombstones are removed); otherwise removed series leave tombstones.
+    /// next slot is `None` past the end. Each chunk and each series is taken out completely
+    /// (structures and counts) before the next is looked at. `compact`: no query is walking the
+    /// shard, so postings may shift (tombstones are removed); otherwise removed series leave
+    /// tombstones.
     pub fn drop_expired(
         &mut self,
         cutoff_ms: i64,
         first_slot: usize,
         slot_count: usize,
         compact: bool,
+        accounting: &Accounting,
     ) -> (usize, Option<usize>) {
         if compact && self.tombstones > 0 {
             self.compact_postings();
         }
         let mut series_removed = 0;
-        let mut touched_metrics: Vec<Box<str>> = Vec::new();
         let end_slot = first_slot.saturating_add(slot_count).min(self.slots.len());
         for idx in first_slot..end_slot {
             let Some(series) = self.slots[idx].as_mut() else { continue };
@@ -224,73 +290,89 @@ impl Shard {
                 if self.spare_chunks.len() < SPARE_CHUNKS_MAX {
                     chunk.clear();
                     self.spare_chunks.push(chunk);
+                } else {
+                    drop(chunk);
+                    accounting.release_bytes(CHUNK_BYTES);
                 }
             }
             if !series.chunks.is_empty() {
                 continue;
             }
-            let series = self.slots[idx].take().expect("checked live above");
-            let idx = idx as SeriesIdx;
-            if let Ok(entry) = self.index.find_entry(series.key_hash, |&other| other == idx) {
-                entry.remove();
-            }
-            self.free_slots.push(idx);
-            if touched_metrics.last().is_none_or(|name| **name != *series.key.metric_name()) {
-                touched_metrics.push(series.key.metric_name().into());
-            }
+            self.remove_series(idx as SeriesIdx, compact, accounting);
             series_removed += 1;
-        }
-        touched_metrics.sort_unstable();
-        touched_metrics.dedup();
-        for metric_name in touched_metrics {
-            let Some(postings) = self.postings.get_mut(&metric_name) else { continue };
-            let slots = &self.slots;
-            // Slots freed by this call are not reused before it returns.
-            let is_live = |idx: SeriesIdx| idx != TOMBSTONE && slots[idx as usize].is_some();
-            if compact {
-                postings.series_idxs.retain(|&idx| is_live(idx));
-                self.tombstones -= postings.tombstones;
-                postings.tombstones = 0;
-                if postings.series_idxs.is_empty() {
-                    self.postings.remove(&metric_name);
-                }
-            } else {
-                for idx in postings.series_idxs.iter_mut() {
-                    if *idx != TOMBSTONE && !is_live(*idx) {
-                        *idx = TOMBSTONE;
-                        postings.tombstones += 1;
-                        self.tombstones += 1;
-                    }
-                }
-            }
         }
         (series_removed, (end_slot < self.slots.len()).then_some(end_slot))
     }
 
-    /// Removes every tombstone (no query is walking the shard).
+    /// Takes a live series out of the index, its postings and its slot, and gives back what it
+    /// was counted for. `compact` (no walk under way, and no tombstone left): its postings entry
+    /// is filled by the list's last one; otherwise it becomes a tombstone, so that positions do
+    /// not shift under a walk.
+    fn remove_series(&mut self, idx: SeriesIdx, compact: bool, accounting: &Accounting) {
+        let series = self.slots[idx as usize].as_ref().expect("a live series");
+        let (key_hash, postings_pos) = (series.key_hash, series.postings_pos as usize);
+        if let Ok(entry) = self.index.find_entry(key_hash, |&other| other == idx) {
+            entry.remove();
+        }
+        let metric_name = series.key.metric_name();
+        if let Some(postings) = self.postings.get_mut(metric_name) {
+            debug_assert_eq!(postings.series_idxs.get(postings_pos), Some(&idx));
+            if compact {
+                debug_assert_eq!(postings.tombstones, 0, "compacted before the first removal");
+                postings.series_idxs.swap_remove(postings_pos);
+                match postings.series_idxs.get(postings_pos) {
+                    Some(&moved) => {
+                        self.slots[moved as usize].as_mut().expect("postings list live series").postings_pos =
+                            postings_pos as u32
+                    }
+                    None if postings.series_idxs.is_empty() => {
+                        self.postings.remove(metric_name);
+                    }
+                    None => {}
+                }
+            } else {
+                postings.series_idxs[postings_pos] = TOMBSTONE;
+                postings.tombstones += 1;
+                self.tombstones += 1;
+            }
+        }
+        let series = self.slots[idx as usize].take().expect("a live series");
+        self.free_slots.push(idx);
+        accounting.release_series(series.key.metric_name(), series.key.heap_bytes() + SERIES_BYTES);
+    }
+
+    /// Removes every tombstone (no query is walking the shard), and renumbers the positions of
+    /// the series that moved.
     fn compact_postings(&mut self) {
+        let slots = &mut self.slots;
         self.postings.retain(|_, postings| {
             if postings.tombstones > 0 {
                 postings.series_idxs.retain(|&idx| idx != TOMBSTONE);
                 postings.tombstones = 0;
+                for (position, &idx) in postings.series_idxs.iter().enumerate() {
+                    slots[idx as usize].as_mut().expect("postings list live series").postings_pos = position as u32;
+                }
             }
             !postings.series_idxs.is_empty()
         });
         self.tombstones = 0;
     }
 
-    pub fn heap_bytes(&self) -> usize {
-        let chunk_bytes: usize = self
-            .slots
-            .iter()
-            .flatten()
-            .map(|series| {
-                series.chunks.iter().map(Chunk::heap_bytes).sum::<usize>()
-                    + series.chunks.capacity() * std::mem::size_of::<Chunk>()
-                    + series.key.heap_bytes()
-            })
-            .sum();
-        let spare_bytes: usize = self.spare_chunks.iter().map(Chunk::heap_bytes).sum();
-        chunk_bytes + spare_bytes + self.slots.capacity() * std::mem::size_of::<Option<Series>>()
+    /// What the store's counts should be for this shard, recomputed by a scan: series, bytes,
+    /// and series per metric (from the postings, tombstones left out).
+    pub fn recount(&self, series_by_metric: &mut std::collections::BTreeMap<String, usize>) -> (usize, usize) {
+        let mut series = 0;
+        let mut bytes = self.spare_chunks.len() * CHUNK_BYTES;
+        for live in self.slots.iter().flatten() {
+            series += 1;
+            bytes += live.key.heap_bytes() + SERIES_BYTES + live.chunks.len() * CHUNK_BYTES;
+        }
+        for (metric_name, postings) in self.postings.iter() {
+            let live = postings.series_idxs.len() - postings.tombstones;
+            if live > 0 {
+                *series_by_metric.entry(metric_name.to_string()).or_default() += live;
+            }
+        }
+        (series, bytes)
     }
 }

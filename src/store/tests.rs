@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::*;
 
 fn config(series_count_max: usize) -> StoreConfig {
-    StoreConfig { shard_count: 4, series_count_max, retention_ms: 60_000 }
+    StoreConfig::new(4, series_count_max, 60_000)
 }
 
 fn key(metric: &str, pod: u32) -> SeriesKey {
@@ -224,4 +224,125 @@ fn parallel_writers_and_readers_see_consistent_data() {
     reader.join().unwrap();
     assert_eq!(store.series_count(), 200);
     each_series(&store, "m", 0, |_, window| assert_eq!(window.value(WindowOp::Count), Some(200.0)));
+}
+
+fn limited(series_count_max: usize, series_per_metric_max: usize, bytes_max: usize) -> Store {
+    Store::new(StoreConfig { series_per_metric_max, bytes_max, ..config(series_count_max) })
+}
+
+/// The running counts equal a recount of every shard.
+fn assert_counts_in_step(store: &Store) {
+    assert_eq!(store.counts(), store.recount());
+}
+
+proptest! {
+    /// Appends of new and existing series over a few metrics, refusals by every limit and
+    /// retention runs: after each step, the running counts are what a scan of the shards finds.
+    #[test]
+    fn counts_stay_in_step_with_the_shards(
+        steps in proptest::collection::vec((0u8..4, 0u32..40, 0i64..300, 0u8..3), 1..120),
+    ) {
+        let store = limited(60, 25, 200 * 1024);
+        let mut now_ms = 100_000;
+        for (metric, pod, age_s, action) in steps {
+            now_ms += 1_000;
+            if action == 0 {
+                store.drop_expired(now_ms);
+            } else {
+                let metric = format!("m{metric}");
+                let samples = (0..action as u32).map(|step| (key(&metric, pod + step), now_ms - age_s * 100, 1.0));
+                store.append(batch(samples), now_ms);
+            }
+            assert_counts_in_step(&store);
+            prop_assert!(store.heap_bytes() <= 200 * 1024);
+            prop_assert!(store.counts().series_by_metric.iter().all(|&(_, count)| count <= 25));
+        }
+        store.drop_expired(now_ms + 120_000);
+        prop_assert_eq!(store.counts(), StoreCounts { series: 0, bytes: store.recount().bytes, series_by_metric: vec![] });
+    }
+}
+
+#[test]
+fn one_metric_cannot_take_every_series_slot() {
+    let store = limited(100, 10, usize::MAX);
+    let junk = store.append(batch((0..50).map(|pod| (key("junk", pod), 1_000, 1.0))), 0);
+    assert_eq!((junk.series_created, junk.rejected_metric_series_limit), (10, 40));
+    let legit = store.append(batch((0..5).map(|pod| (key("legit", pod), 1_000, 1.0))), 0);
+    assert_eq!((legit.series_created, legit.rejected_metric_series_limit), (5, 0));
+    assert_eq!((store.metric_series_count("junk"), store.metric_series_count("legit")), (10, 5));
+    // The junk metric's existing series keep flowing; its new ones are still refused.
+    let again = store.append(batch((0..50).map(|pod| (key("junk", pod), 2_000, 2.0))), 0);
+    assert_eq!((again.appended, again.series_created, again.rejected_metric_series_limit), (10, 0, 40));
+    assert_counts_in_step(&store);
+}
+
+#[test]
+fn the_byte_limit_refuses_new_series_and_new_chunks_and_retention_frees_them() {
+    let big_key = |pod: u32| SeriesKey::new("m", vec![LabelPair::new("pod", format!("{pod:0>3000}"))]);
+    let store = limited(1_000, 1_000, 64 * 1024);
+    let outcome = store.append(batch((0..100).map(|pod| (big_key(pod), 1_000, 1.0))), 0);
+    assert!(outcome.series_created > 0 && outcome.rejected_store_bytes > 0, "{outcome:?}");
+    assert_eq!(outcome.series_created + outcome.rejected_store_bytes, 100);
+    assert!(store.heap_bytes() <= 64 * 1024);
+    assert_counts_in_step(&store);
+    // The store has less room left than one more such series; ten more chunks do not fit
+    // either: the samples that would need them are refused.
+    let created = outcome.series_created as u32;
+    let samples = 10 * super::CHUNK_CAPACITY as i64;
+    let fill = (0..samples).map(|step| (big_key(0), 2_000 + step * 1_000, 1.0));
+    let outcome = store.append(batch(fill), 0);
+    assert!(outcome.rejected_store_bytes > 0, "{outcome:?}");
+    assert_eq!(outcome.appended + outcome.rejected_store_bytes, samples as u64);
+    assert!(store.heap_bytes() <= 64 * 1024);
+    assert_counts_in_step(&store);
+    // Retention gives the bytes back; new series fit again.
+    store.drop_expired(10_000_000);
+    assert_eq!(store.series_count(), 0);
+    assert_counts_in_step(&store);
+    let again = store.append(batch([(big_key(created + 1), 10_000_000, 1.0)]), 10_000_000);
+    assert_eq!(again.series_created, 1);
+    assert_counts_in_step(&store);
+}
+
+#[test]
+fn a_panic_in_the_middle_of_an_append_leaves_the_store_consistent() {
+    let store = Store::new(config(1_000));
+    let before = store.append(batch((0..20).map(|pod| (key("kept", pod), 1_000, 1.0))), 0);
+    assert_eq!(before.series_created, 20);
+    // A batch whose new series of the poison metric panics after it is reserved, with other
+    // samples before and after it in every shard.
+    let mixed = (0..40).map(|pod| {
+        let metric = if pod == 17 { PANIC_METRIC_FOR_TESTS } else { "mixed" };
+        (key(metric, pod), 2_000, 2.0)
+    });
+    let poisoned = batch(mixed);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.append(poisoned, 0)));
+    assert!(panicked.is_err(), "the injected fault fires");
+    assert_counts_in_step(&store);
+    assert_eq!(store.metric_series_count(PANIC_METRIC_FOR_TESTS), 0);
+    // Earlier data is intact, and the store takes appends and retention as before.
+    let mut kept = 0;
+    let _: ControlFlow<()> = store.visit_metric("kept", 0, i64::MAX, |_, window| {
+        assert_eq!(window.value(WindowOp::LastOne), Some(1.0));
+        kept += 1;
+        ControlFlow::Continue(())
+    });
+    assert_eq!(kept, 20);
+    let after = store.append(batch((0..40).map(|pod| (key("mixed", pod), 3_000, 3.0))), 0);
+    assert_eq!(after.appended, 40);
+    assert_counts_in_step(&store);
+    store.drop_expired(1_000_000);
+    assert_eq!(store.recount().series, 0);
+    assert_counts_in_step(&store);
+}
+
+#[test]
+fn restore_applies_the_limits_of_ingest() {
+    let store = limited(10, 2, usize::MAX);
+    let restore = |pod: u32| store.restore_series(key("m", pod), SeriesKind::Gauge, [(1_000, 1.0)]);
+    assert_eq!(restore(0), RestoreOutcome::Restored { samples: 1 });
+    assert_eq!(restore(1), RestoreOutcome::Restored { samples: 1 });
+    assert_eq!(restore(2), RestoreOutcome::Refused(SeriesRefusal::MetricSeriesLimit));
+    assert_eq!(store.restore_series(key("m", 0), SeriesKind::Gauge, []), RestoreOutcome::Empty);
+    assert_counts_in_step(&store);
 }

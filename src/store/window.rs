@@ -176,18 +176,19 @@ impl<'a> SeriesWindow<'a> {
         // touches the summaries of the chunks in the window and of at most one more. A window
         // usually spans the newest one or two chunks: ask for both summaries at once, so that
         // their cache misses overlap instead of following each other.
-        if self.chunks.len() >= 2 {
-            for chunk in self.chunks.iter().rev().take(2) {
-                chunk.prefetch_summary();
-            }
+        let chunks = self.chunks;
+        let n_chunks = chunks.len();
+        if n_chunks >= 2 {
+            chunks[n_chunks - 1].prefetch_summary();
+            chunks[n_chunks - 2].prefetch_summary();
         }
-        let mut end_chunk_idx = self.chunks.len();
-        while end_chunk_idx > 0 && self.chunks[end_chunk_idx - 1].summary().first_timestamp_ms() > end_ms {
+        let mut end_chunk_idx = n_chunks;
+        while end_chunk_idx > 0 && chunks[end_chunk_idx - 1].summary().first_timestamp_ms() > end_ms {
             end_chunk_idx -= 1;
         }
         let mut first_chunk_idx = end_chunk_idx;
         while first_chunk_idx > 0 {
-            let chunk = &self.chunks[first_chunk_idx - 1];
+            let chunk = &chunks[first_chunk_idx - 1];
             if chunk.last_timestamp_ms().is_none_or(|last_ms| last_ms < start_ms) {
                 break;
             }
@@ -196,10 +197,11 @@ impl<'a> SeriesWindow<'a> {
                 break;
             }
         }
-        let last_part_idx = end_chunk_idx.saturating_sub(first_chunk_idx + 1);
-        self.chunks.range(first_chunk_idx..end_chunk_idx).enumerate().filter_map(move |(part_idx, chunk)| {
-            let first_idx = if part_idx == 0 { chunk.first_idx_at_or_after(start_ms) } else { 0 };
-            let end_idx = if part_idx == last_part_idx { chunk.end_idx_at_or_before(end_ms) } else { chunk.len() };
+        let (oldest_chunk_idx, newest_chunk_idx) = (first_chunk_idx, end_chunk_idx.wrapping_sub(1));
+        (first_chunk_idx..end_chunk_idx).filter_map(move |chunk_idx| {
+            let chunk = &chunks[chunk_idx];
+            let first_idx = if chunk_idx == oldest_chunk_idx { chunk.first_idx_at_or_after(start_ms) } else { 0 };
+            let end_idx = if chunk_idx == newest_chunk_idx { chunk.end_idx_at_or_before(end_ms) } else { chunk.len() };
             // Empty only when the whole window lies between two samples of one chunk.
             (first_idx < end_idx).then_some(WindowPart { chunk, first_idx, end_idx })
         })
@@ -238,7 +240,14 @@ impl<'a> SeriesWindow<'a> {
     /// The value of the newest sample in the window, reading one chunk's summary in the common
     /// case (its newest sample is not after the evaluation time).
     fn newest_value(&self) -> Option<f64> {
-        let chunk = self.chunks.iter().rev().find(|chunk| chunk.summary().first_timestamp_ms() <= self.end_ms)?;
+        let mut chunk_idx = self.chunks.len();
+        let chunk = loop {
+            chunk_idx = chunk_idx.checked_sub(1)?;
+            let chunk = &self.chunks[chunk_idx];
+            if chunk.summary().first_timestamp_ms() <= self.end_ms {
+                break chunk;
+            }
+        };
         let end_idx = chunk.end_idx_at_or_before(self.end_ms);
         let newest = WindowPart { chunk, first_idx: end_idx - 1, end_idx };
         let (newest_ms, newest_value) = newest.last();

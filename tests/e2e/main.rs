@@ -6,6 +6,7 @@ mod common;
 
 mod admin;
 mod hostile_connections;
+mod hostile_ingest;
 mod hostile_queries;
 mod ingest_errors;
 mod ingest_http1;

@@ -4,8 +4,10 @@
 //!
 //! Answers follow the OTLP/HTTP specification: 200 with an `ExportMetricsServiceResponse` in the
 //! request's encoding (a JSON full success is `{}`); on error a `google.rpc.Status` in the
-//! request's encoding (plain text when the encoding itself is unknown) with 400, 413, 415; 404
-//! for other paths, 405 with `allow: POST` for other methods.
+//! request's encoding (plain text when the encoding itself is unknown) with 400, 413, 415, 500
+//! (a caught panic), and 503 with `retry-after` when the ingest queue stayed full for
+//! `--ingest-queue-wait` (the retryable answer OTLP clients back off on); 404 for other paths,
+//! 405 with `allow: POST` for other methods.
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
@@ -99,6 +101,7 @@ pub fn export_response(
                     status: Status::Ok,
                     content_type: format.content_type(),
                     allow: None,
+                    retry_after_s: None,
                     body: b"{}".to_vec(),
                 };
             }
@@ -121,6 +124,12 @@ fn error_status(err: &ExportError) -> (Status, RequestOutcome, tonic::Code) {
             (Status::BadRequest, RequestOutcome::Invalid, tonic::Code::InvalidArgument)
         }
         ExportError::Worker(_) => (Status::InternalServerError, RequestOutcome::Failed, tonic::Code::Internal),
+        ExportError::Overloaded { .. } => {
+            (Status::ServiceUnavailable, RequestOutcome::Overloaded, tonic::Code::Unavailable)
+        }
+        ExportError::DeadlinePassed => {
+            (Status::ServiceUnavailable, RequestOutcome::Failed, tonic::Code::DeadlineExceeded)
+        }
     }
 }
 
@@ -128,7 +137,13 @@ fn error_response(err: &ExportError, format: PayloadFormat, telemetry: &Telemetr
     let (status, outcome, grpc_code) = error_status(err);
     telemetry.record_request(Transport::Http, outcome);
     let rpc_status = RpcStatus { code: grpc_code as i32, message: err.to_string() };
-    encoded_response(status, format, &rpc_status)
+    let mut response = encoded_response(status, format, &rpc_status);
+    response.retry_after_s = match err {
+        ExportError::Overloaded { retry_after, .. } => Some(retry_after.as_secs().max(1)),
+        ExportError::DeadlinePassed => Some(1),
+        _ => None,
+    };
+    response
 }
 
 fn encoded_response<M: Message + serde::Serialize>(status: Status, format: PayloadFormat, message: &M) -> Response {
@@ -137,7 +152,7 @@ fn encoded_response<M: Message + serde::Serialize>(status: Status, format: Paylo
         // Serializing these derived messages into a Vec cannot fail.
         PayloadFormat::Json => serde_json::to_vec(message).unwrap_or_default(),
     };
-    Response { status, content_type: format.content_type(), allow: None, body }
+    Response { status, content_type: format.content_type(), allow: None, retry_after_s: None, body }
 }
 
 #[cfg(test)]
@@ -212,6 +227,16 @@ mod tests {
             export_response(Err(worker), PayloadFormat::Protobuf, &telemetry).status,
             Status::InternalServerError
         );
+        let overloaded = ExportError::Overloaded {
+            waited: std::time::Duration::from_millis(500),
+            retry_after: std::time::Duration::from_secs(2),
+        };
+        let response = export_response(Err(overloaded), PayloadFormat::Protobuf, &telemetry);
+        assert_eq!((response.status, response.retry_after_s), (Status::ServiceUnavailable, Some(2)));
+        let status = RpcStatus::decode(response.body.as_slice()).unwrap();
+        assert_eq!(status.code, tonic::Code::Unavailable as i32);
+        assert!(status.message.contains("--ingest-queue-wait"), "{}", status.message);
+        assert_eq!(telemetry.requests(Transport::Http, RequestOutcome::Overloaded), 1);
     }
 
     #[test]

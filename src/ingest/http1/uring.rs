@@ -324,7 +324,11 @@ impl ConnectionIo for UringIo {
         let _ = self.stream.shutdown(Shutdown::Write);
     }
 
+    /// Small uncompressed bodies are decoded inline on this ring's thread (thread-per-core);
+    /// compressed or large ones go to the ingest workers and this connection's task awaits
+    /// them, so a heavy body does not stall the ring's other connections while it inflates and
+    /// decodes ([`Ingestor::export_body`] decides, and catches panics either way).
     async fn export(&mut self, ingestor: &Arc<Ingestor>, export: ExportBody) -> Result<ExportOutcome, ExportError> {
-        ingestor.ingest_body(export.body, export.content_encoding.as_deref(), export.format, Transport::Http)
+        ingestor.export_body(export.body, export.content_encoding, export.format, Transport::Http).await
     }
 }

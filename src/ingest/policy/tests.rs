@@ -25,6 +25,7 @@ fn limits() -> ConvertLimits {
         label_value_bytes_max: 64,
         metric_name_bytes_max: 64,
         future_skew_ms_max: 60_000,
+        series_key_bytes_max: 4_096,
     }
 }
 

@@ -28,6 +28,7 @@ fn limits() -> ConvertLimits {
         label_value_bytes_max: 24,
         metric_name_bytes_max: 40,
         future_skew_ms_max: 60_000,
+        series_key_bytes_max: 200,
     }
 }
 

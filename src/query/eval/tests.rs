@@ -74,7 +74,7 @@ proptest! {
         window_s in 1i64..130,
     ) {
         let op = WindowOp::ALL[op_idx];
-        let store = Store::new(StoreConfig { shard_count: 3, series_count_max: 1_000, retention_ms: 200_000 });
+        let store = Store::new(StoreConfig::new(3, 1_000, 200_000));
         // Series with the same labels are merged: keep the first, like the store's identity does.
         let mut unique: Vec<GeneratedSeries> = Vec::new();
         for series in generated {
@@ -134,7 +134,7 @@ proptest! {
 
 #[test]
 fn a_budget_stops_an_evaluation_with_an_error_naming_its_limit() {
-    let store = Store::new(StoreConfig { shard_count: 2, series_count_max: 10_000, retention_ms: 200_000 });
+    let store = Store::new(StoreConfig::new(2, 10_000, 200_000));
     let mut batch = SampleBatch::default();
     for pod in 0..1_000 {
         let key = SeriesKey::new("m", vec![LabelPair::new("pod", pod.to_string())]);
@@ -155,7 +155,7 @@ fn a_budget_stops_an_evaluation_with_an_error_naming_its_limit() {
 
 #[test]
 fn other_metrics_are_not_selected() {
-    let store = Store::new(StoreConfig { shard_count: 2, series_count_max: 10, retention_ms: 200_000 });
+    let store = Store::new(StoreConfig::new(2, 10, 200_000));
     let mut batch = SampleBatch::default();
     batch.samples.push(BatchSample::new(SeriesKey::new("a", vec![]), SeriesKind::Gauge, NOW_MS, 1.0));
     batch.samples.push(BatchSample::new(SeriesKey::new("b", vec![]), SeriesKind::Gauge, NOW_MS, 2.0));

@@ -1,5 +1,6 @@
 //! Answers: the status codes, the [`Response`] a receiver hands back, and its serialization
-//! (status line, `content-type`, `content-length`, `date`, `allow`, `connection`, body) with the
+//! (status line, `content-type`, `content-length`, `date`, `allow`, `retry-after`, `connection`,
+//! body) with the
 //! `date` value cached per second.
 
 use std::time::SystemTime;
@@ -18,6 +19,7 @@ pub enum Status {
     RequestHeaderFieldsTooLarge,
     InternalServerError,
     NotImplemented,
+    ServiceUnavailable,
     HttpVersionNotSupported,
 }
 
@@ -35,6 +37,7 @@ impl Status {
             Status::RequestHeaderFieldsTooLarge => 431,
             Status::InternalServerError => 500,
             Status::NotImplemented => 501,
+            Status::ServiceUnavailable => 503,
             Status::HttpVersionNotSupported => 505,
         }
     }
@@ -52,6 +55,7 @@ impl Status {
             Status::RequestHeaderFieldsTooLarge => "Request Header Fields Too Large",
             Status::InternalServerError => "Internal Server Error",
             Status::NotImplemented => "Not Implemented",
+            Status::ServiceUnavailable => "Service Unavailable",
             Status::HttpVersionNotSupported => "HTTP Version Not Supported",
         }
     }
@@ -67,13 +71,21 @@ pub struct Response {
     pub content_type: &'static str,
     /// The `allow` header of a 405.
     pub allow: Option<&'static str>,
+    /// The `retry-after` header (seconds) of a 503.
+    pub retry_after_s: Option<u64>,
     pub body: Vec<u8>,
 }
 
 impl Response {
     /// A plain-text answer.
     pub fn text(status: Status, message: impl Into<String>) -> Response {
-        Response { status, content_type: TEXT_PLAIN, allow: None, body: message.into().into_bytes() }
+        Response {
+            status,
+            content_type: TEXT_PLAIN,
+            allow: None,
+            retry_after_s: None,
+            body: message.into().into_bytes(),
+        }
     }
 }
 
@@ -98,6 +110,10 @@ pub(super) fn write_response(
     if let Some(allow) = response.allow {
         output.extend_from_slice(b"\r\nallow: ");
         output.extend_from_slice(allow.as_bytes());
+    }
+    if let Some(retry_after_s) = response.retry_after_s {
+        output.extend_from_slice(b"\r\nretry-after: ");
+        push_decimal(output, retry_after_s);
     }
     if let Some(connection) = connection_header {
         output.extend_from_slice(b"\r\nconnection: ");

@@ -1,0 +1,212 @@
+//! The store's running counts and the limits they answer to: series held (`--max-series`),
+//! bytes held (`--max-store-bytes`) and series per metric (`--max-series-per-metric`).
+//!
+//! Counts are updated in the same step as the shard change they count, under that shard's write
+//! lock, never by a scan: a new series is reserved in all three counts at once (or in none)
+//! before it is inserted; the reservation holds the series' key, and the insert takes the key
+//! back out of it (committing it) only once every step left cannot fail; if the insert does not
+//! happen (a refusal, or a panic in between), dropping the reservation gives it back. A chunk's bytes
+//! are reserved before it is allocated and given back when it is freed. So the counts equal what
+//! the shards hold at every step (`Store::recount` recomputes them by a scan, for tests).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+
+use super::series_key::SeriesKey;
+
+/// Why a new series (or a chunk) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeriesRefusal {
+    /// The store holds `--max-series` series.
+    SeriesLimit,
+    /// The store holds `--max-store-bytes` bytes.
+    BytesLimit,
+    /// The metric has `--max-series-per-metric` series.
+    MetricSeriesLimit,
+}
+
+/// The limits the counts answer to.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CountLimits {
+    pub series_count_max: usize,
+    pub bytes_max: usize,
+    pub series_per_metric_max: usize,
+}
+
+type SeriesByMetric = hashbrown::HashMap<Box<str>, usize, foldhash::fast::FixedState>;
+
+#[derive(Debug)]
+pub(super) struct Accounting {
+    limits: CountLimits,
+    series_count: AtomicUsize,
+    bytes: AtomicUsize,
+    /// Series per metric name, across shards. Touched only when a series is created or
+    /// removed, never by an append to an existing series; taken under a shard's write lock
+    /// (shard lock first, never the other way round).
+    series_by_metric: Mutex<SeriesByMetric>,
+}
+
+impl Accounting {
+    pub fn new(limits: CountLimits) -> Accounting {
+        Accounting {
+            limits,
+            series_count: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            series_by_metric: Mutex::new(SeriesByMetric::with_hasher(foldhash::fast::FixedState::with_seed(0))),
+        }
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.series_count.load(Ordering::Relaxed)
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Series of `metric_name` held.
+    pub fn metric_series_count(&self, metric_name: &str) -> usize {
+        self.series_by_metric.lock().get(metric_name).copied().unwrap_or(0)
+    }
+
+    /// Every metric's series count (for the consistency checks of tests).
+    pub fn series_by_metric(&self) -> Vec<(String, usize)> {
+        let mut counts: Vec<_> =
+            self.series_by_metric.lock().iter().map(|(name, &count)| (name.to_string(), count)).collect();
+        counts.sort_unstable();
+        counts
+    }
+
+    /// Reserves a place under each limit for a new series with `key` (of `metric_name`, when
+    /// the caller has it at hand) taking `bytes`, or none. The insert commits it; dropped
+    /// uncommitted, it is given back.
+    pub fn reserve_series(
+        &self,
+        key: SeriesKey,
+        metric_name: Option<&str>,
+        bytes: usize,
+    ) -> Result<SeriesReservation<'_>, SeriesRefusal> {
+        debug_assert!(metric_name.is_none_or(|name| name == key.metric_name()));
+        self.reserve_counts(metric_name.unwrap_or_else(|| key.metric_name()), bytes)?;
+        Ok(SeriesReservation { accounting: self, key: Some(key), bytes })
+    }
+
+    fn reserve_counts(&self, metric_name: &str, bytes: usize) -> Result<(), SeriesRefusal> {
+        if !add_within(&self.series_count, 1, self.limits.series_count_max) {
+            return Err(SeriesRefusal::SeriesLimit);
+        }
+        {
+            let mut by_metric = self.series_by_metric.lock();
+            match by_metric.get_mut(metric_name) {
+                Some(count) if *count >= self.limits.series_per_metric_max => {
+                    drop(by_metric);
+                    self.series_count.fetch_sub(1, Ordering::AcqRel);
+                    return Err(SeriesRefusal::MetricSeriesLimit);
+                }
+                Some(count) => *count += 1,
+                None => {
+                    by_metric.insert(metric_name.into(), 1);
+                }
+            }
+        }
+        if !self.try_reserve_bytes(bytes) {
+            self.release_metric_series(metric_name);
+            self.series_count.fetch_sub(1, Ordering::AcqRel);
+            return Err(SeriesRefusal::BytesLimit);
+        }
+        Ok(())
+    }
+
+    /// Gives back what a removed series of `metric_name` taking `bytes` held.
+    pub fn release_series(&self, metric_name: &str, bytes: usize) {
+        self.release_bytes(bytes);
+        self.release_metric_series(metric_name);
+        self.series_count.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn release_metric_series(&self, metric_name: &str) {
+        let mut by_metric = self.series_by_metric.lock();
+        if let Some(count) = by_metric.get_mut(metric_name) {
+            *count -= 1;
+            if *count == 0 {
+                by_metric.remove(metric_name);
+            }
+        }
+    }
+
+    /// Reserves `bytes` (a chunk) if they fit under `--max-store-bytes`.
+    pub fn try_reserve_bytes(&self, bytes: usize) -> bool {
+        add_within(&self.bytes, bytes, self.limits.bytes_max)
+    }
+
+    pub fn release_bytes(&self, bytes: usize) {
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// Adds `amount` to `counter` if the sum stays at most `max`.
+fn add_within(counter: &AtomicUsize, amount: usize, max: usize) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |count| count.checked_add(amount).filter(|&sum| sum <= max))
+        .is_ok()
+}
+
+/// A new series' place under the limits, with its key, held until the series is inserted.
+#[derive(Debug)]
+#[must_use = "an uncommitted reservation is given back when dropped"]
+pub(super) struct SeriesReservation<'s> {
+    accounting: &'s Accounting,
+    /// `None` once committed.
+    key: Option<SeriesKey>,
+    bytes: usize,
+}
+
+impl SeriesReservation<'_> {
+    pub fn key(&self) -> &SeriesKey {
+        self.key.as_ref().expect("a reservation holds its key until committed")
+    }
+
+    /// The series goes into its shard now, by steps that cannot fail: the counts stand for it.
+    pub fn commit(mut self) -> SeriesKey {
+        self.key.take().expect("a reservation is committed once")
+    }
+}
+
+impl Drop for SeriesReservation<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = &self.key {
+            self.accounting.release_series(key.metric_name(), self.bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accounting(series_count_max: usize, bytes_max: usize, series_per_metric_max: usize) -> Accounting {
+        Accounting::new(CountLimits { series_count_max, bytes_max, series_per_metric_max })
+    }
+
+    fn key(metric: &str) -> SeriesKey {
+        SeriesKey::new(metric, vec![])
+    }
+
+    #[test]
+    fn a_refused_or_dropped_reservation_leaves_every_count_as_it_was() {
+        let counts = accounting(3, 1_000, 2);
+        assert_eq!(counts.reserve_series(key("a"), None, 100).unwrap().commit(), key("a"));
+        counts.reserve_series(key("a"), None, 100).unwrap().commit();
+        assert_eq!(counts.reserve_series(key("a"), None, 100).unwrap_err(), SeriesRefusal::MetricSeriesLimit);
+        assert_eq!(counts.reserve_series(key("b"), None, 900).unwrap_err(), SeriesRefusal::BytesLimit);
+        drop(counts.reserve_series(key("b"), None, 100).unwrap());
+        assert_eq!((counts.series_count(), counts.bytes(), counts.metric_series_count("b")), (2, 200, 0));
+        counts.reserve_series(key("b"), None, 100).unwrap().commit();
+        assert_eq!(counts.reserve_series(key("c"), None, 1).unwrap_err(), SeriesRefusal::SeriesLimit);
+        counts.release_series("a", 100);
+        assert_eq!(counts.series_by_metric(), [("a".to_string(), 1), ("b".to_string(), 1)]);
+        assert_eq!((counts.series_count(), counts.bytes()), (2, 200));
+        assert!(counts.try_reserve_bytes(800) && !counts.try_reserve_bytes(1));
+    }
+}
