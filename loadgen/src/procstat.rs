@@ -1,5 +1,6 @@
 //! CPU time and peak memory of a process, from `/proc/<pid>/stat` and `/proc/<pid>/status`, so
-//! the server's CPU per point comes out of the same run even when loadgen shares the machine.
+//! the server's CPU per point comes out of the same run even when loadgen shares the machine; its
+//! open file descriptors, to see connections come and go.
 
 use serde::Serialize;
 
@@ -37,6 +38,12 @@ pub fn sample(pid: u32) -> Option<ProcessSample> {
     })
 }
 
+/// Open file descriptors of the process (sockets included), from `/proc/<pid>/fd`; `None` when
+/// the process or `/proc` is not there. A server's connection count moves with it.
+pub fn open_fds(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +60,8 @@ mod tests {
         let after = sample(std::process::id()).unwrap();
         assert!(after.cpu_seconds > before.cpu_seconds, "{before:?} {after:?} {spin}");
         assert!(sample(u32::MAX).is_none());
+        // stdin, stdout and stderr at least (other tests open and close files meanwhile).
+        assert!(open_fds(std::process::id()).unwrap() >= 3);
+        assert!(open_fds(u32::MAX).is_none());
     }
 }
