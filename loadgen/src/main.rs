@@ -191,7 +191,8 @@ struct HostileArgs {
     /// Length of the idle baseline before the first attack.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     baseline: Duration,
-    /// Longest wait between attacks for the server's RSS, descriptors and CPU to come back.
+    /// Longest wait after each attack for the server to settle (its aftermath counts toward the
+    /// attack's peak RSS and CPU).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     settle_timeout: Duration,
     /// Time between two GetMetrics calls of the KEDA-like client.
@@ -206,7 +207,8 @@ struct HostileArgs {
     /// Longest wait for one /healthz 200; longer counts as a failure.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     healthz_timeout: Duration,
-    /// Stop an attack when the server's RSS passes this many MiB (needs --server-pid).
+    /// Stop an attack when the server's RSS passes this many MiB, having grown by 512 MiB in the
+    /// attack (needs --server-pid).
     #[arg(long, default_value_t = 4096)]
     rss_stop_mib: u64,
     /// Large resource labels on the bombs and the large series (at most 63).

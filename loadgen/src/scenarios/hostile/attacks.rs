@@ -285,6 +285,18 @@ pub async fn series_held(admin: SocketAddr) -> Option<f64> {
     Some(crate::server_metrics::sum_of(&page, "otelscale_series"))
 }
 
+/// How many series of `metric` the server holds (`count(metric)` on the admin API).
+pub async fn count_series(admin: SocketAddr, metric: &str) -> Option<f64> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().ok()?;
+    let url = reqwest::Url::parse_with_params(
+        &format!("http://{admin}/api/v1/query"),
+        &[("metricQuery", format!("count({metric})"))],
+    )
+    .ok()?;
+    let answer: serde_json::Value = client.get(url).send().await.ok()?.json().await.ok()?;
+    answer["value"].as_f64()
+}
+
 #[derive(Debug, Serialize)]
 struct SeriesBytesDetails {
     compressed_bytes: usize,
@@ -579,7 +591,8 @@ struct CostlyQueryDetails {
     matchers: usize,
     clients: usize,
     seeded_series: usize,
-    seed: PostAnswer,
+    /// `None`: the series were already held (from series-bytes), not sent again.
+    seed: Option<PostAnswer>,
     queries_answered: usize,
     queries_unfinished: usize,
     query_latency: LatencySummary,
@@ -621,7 +634,7 @@ pub async fn costly_query(
     matchers: usize,
     clients: usize,
     seeded_series: usize,
-    seed: PostAnswer,
+    seed: Option<PostAnswer>,
 ) -> AnyhowOutcome {
     let client = reqwest::Client::builder().build()?;
     let query_url = reqwest::Url::parse_with_params(
@@ -667,14 +680,25 @@ pub async fn costly_query(
     }
     let statuses: Vec<String> = statuses.iter().map(|(status, n)| format!("{n} × HTTP {status}")).collect();
     let query_latency = latency.summary();
+    let answered_said = if answered.is_empty() {
+        "none answered".to_owned()
+    } else {
+        format!(
+            "{} answered ({}), p50 {:.2} s, max {:.2} s",
+            answered.len(),
+            statuses.join(", "),
+            query_latency.p50_ms / 1e3,
+            query_latency.max_ms / 1e3
+        )
+    };
+    let seed_said = match &seed {
+        Some(seed) => format!("seeded: {}", seed.short()),
+        None => "held from series-bytes".to_owned(),
+    };
     let mut summary = format!(
-        "{matchers}-matcher query ({} bytes) over {seeded_series} large series: {} answered ({}), \
-         p50 {:.2} s, max {:.2} s; {queries_unfinished} unfinished",
+        "{matchers}-matcher query ({} bytes) over {seeded_series} large series ({seed_said}): {answered_said}; \
+         {queries_unfinished} unfinished",
         query.len(),
-        answered.len(),
-        statuses.join(", "),
-        query_latency.p50_ms / 1e3,
-        query_latency.max_ms / 1e3,
     );
     match &series_list {
         Some(AdminAnswer { http_status: Some(status), body_bytes, after_s, .. }) => summary.push_str(&format!(

@@ -3,7 +3,8 @@
 //! here pushes, so the answer is a real value), GetMetrics on a new connection per probe,
 //! `/healthz` on a new connection per probe (like the kubelet), a small export's round trip,
 //! and the server's RSS, CPU and open descriptors from `/proc`. The server sampler also trips a
-//! guard that ends the attack early when the server's RSS passes a limit or the server exits.
+//! guard that ends the attack early when the server's RSS passes a limit (having grown by
+//! 512 MiB in the attack) or the server exits.
 //!
 //! Every probe has a timeout. A failed probe is recorded in the latency histogram at no less
 //! than its timeout, so a p99 under the target means at least 99% of the probes were answered
@@ -39,6 +40,9 @@ const EXPORT_INTERVAL: Duration = Duration::from_millis(500);
 pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// An export still in flight at the end of a phase counts as failed once it waited this long.
 const UNFINISHED_COUNTS_AFTER: Duration = Duration::from_secs(1);
+/// The guard trips past `rss_stop_bytes` only once the RSS grew this much in the phase, so that
+/// series an earlier attack left for the retention do not stop the next attack at its start.
+const RSS_GROWTH_BEFORE_STOP: u64 = 512 << 20;
 /// Time between two samples of the server's `/proc` figures.
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -56,7 +60,7 @@ pub struct ProbeConfig {
     pub healthz_interval: Duration,
     /// Longest wait for one `/healthz` 200 (connection included).
     pub healthz_timeout: Duration,
-    /// The attack ends early when the server's RSS passes this.
+    /// The attack ends early when the server's RSS passes this (and grew by 512 MiB in it).
     pub rss_stop_bytes: u64,
     /// Label value that makes the signal series this run's own.
     pub signal_id: String,
@@ -438,8 +442,13 @@ async fn sample_server(
             figures.fds_max = figures.fds_max.max(fds);
             figures.fds_end = fds;
         }
-        if sample.rss_bytes > rss_stop_bytes {
-            trip(format!("stopped at {:.1} GiB of server RSS", sample.rss_bytes as f64 / GIB));
+        let growth = sample.rss_bytes.saturating_sub(first.rss_bytes);
+        if sample.rss_bytes > rss_stop_bytes && growth > RSS_GROWTH_BEFORE_STOP {
+            trip(format!(
+                "stopped at {:.1} GiB of server RSS (+{:.1} GiB in this attack)",
+                sample.rss_bytes as f64 / GIB,
+                growth as f64 / GIB
+            ));
         }
         if stopped {
             break;
