@@ -232,6 +232,9 @@ struct HostileArgs {
     /// Clients sending the costly query back to back.
     #[arg(long, default_value_t = 1)]
     query_clients: usize,
+    /// `limit` of the series-list attack's /api/v1/series requests (the issue asked for 100000).
+    #[arg(long, default_value_t = 100_000)]
+    series_list_limit: usize,
     /// Idle sockets to each of the admin and scaler ports.
     #[arg(long, default_value_t = 4096)]
     idle_sockets: usize,
@@ -443,6 +446,7 @@ fn hostile_config(args: &HostileArgs) -> hostile::HostileConfig {
         large_series: args.large_series,
         query_matchers: args.query_matchers,
         query_clients: args.query_clients,
+        series_list_limit: args.series_list_limit,
         idle_sockets: args.idle_sockets,
         drip_sockets: args.drip_sockets,
         drip_interval: args.drip_interval,

@@ -48,11 +48,12 @@ pub enum Attack {
     LabelBomb,
     SeriesBytes,
     CostlyQuery,
+    SeriesList,
     SeriesFlood,
 }
 
 impl Attack {
-    pub const ALL: [Attack; 10] = [
+    pub const ALL: [Attack; 11] = [
         Attack::IdleSockets,
         Attack::Drip,
         Attack::HalfOpenStreams,
@@ -62,6 +63,7 @@ impl Attack {
         Attack::LabelBomb,
         Attack::SeriesBytes,
         Attack::CostlyQuery,
+        Attack::SeriesList,
         Attack::SeriesFlood,
     ];
 
@@ -76,6 +78,7 @@ impl Attack {
             Attack::LabelBomb => "label-bomb",
             Attack::SeriesBytes => "series-bytes",
             Attack::CostlyQuery => "costly-query",
+            Attack::SeriesList => "series-list",
             Attack::SeriesFlood => "series-flood",
         }
     }
@@ -87,7 +90,7 @@ impl Attack {
             Attack::LabelBomb => 2,
             Attack::SeriesBytes => 3,
             Attack::IdleSockets | Attack::Drip => 4,
-            Attack::CostlyQuery => 5,
+            Attack::CostlyQuery | Attack::SeriesList => 5,
             Attack::HalfOpenStreams => 7,
             Attack::Overload => 8,
             Attack::FuturePoint => 9,
@@ -133,6 +136,8 @@ pub struct HostileConfig {
     pub large_series: usize,
     pub query_matchers: usize,
     pub query_clients: usize,
+    /// `limit` of the series-list attack's `/api/v1/series` requests.
+    pub series_list_limit: usize,
     /// Idle sockets to each of the admin and scaler ports.
     pub idle_sockets: usize,
     pub drip_sockets: usize,
@@ -296,7 +301,23 @@ enum Prepared {
         query: String,
         seed: Option<attacks::PostAnswer>,
     },
+    Seed(Option<attacks::PostAnswer>),
     Overload(crate::payload::PayloadTemplate),
+}
+
+/// The large series the admin API attacks run over. The seed is setup, not the attack: sent (and
+/// waited for) before the phase starts, and only when the series are not held already (from
+/// series-bytes: re-sending them costs an unhardened server GBs of transient memory).
+async fn seed_large_series(
+    config: &HostileConfig,
+    payloads: &mut Payloads,
+) -> anyhow::Result<Option<attacks::PostAnswer>> {
+    let held = attacks::count_series(config.admin, payloads::LARGE_METRIC).await;
+    if held.is_some_and(|held| held >= config.large_series as f64) {
+        return Ok(None);
+    }
+    let (body, _) = payloads.large_series(config).await?;
+    Ok(Some(attacks::post_otlp_http(config.otlp_http, body, "gzip", Duration::from_secs(60)).await))
 }
 
 async fn prepare(attack: Attack, config: &HostileConfig, payloads: &mut Payloads) -> anyhow::Result<Prepared> {
@@ -316,22 +337,11 @@ async fn prepare(attack: Attack, config: &HostileConfig, payloads: &mut Payloads
             let (body, inflated_bytes) = payloads.large_series(config).await?;
             Prepared::Body { body, inflated_bytes, points: config.large_series }
         }
-        Attack::CostlyQuery => {
-            // The seed is setup, not the attack: sent (and waited for) before the phase starts,
-            // unless series-bytes left the same series (re-sending them costs an unhardened
-            // server GBs of transient memory).
-            let held = attacks::count_series(config.admin, payloads::LARGE_METRIC).await;
-            let seed = if held.is_some_and(|held| held >= config.large_series as f64) {
-                None
-            } else {
-                let (body, _) = payloads.large_series(config).await?;
-                Some(attacks::post_otlp_http(config.otlp_http, body, "gzip", Duration::from_secs(60)).await)
-            };
-            Prepared::Query {
-                query: payloads::costly_query(config.query_matchers, config.labels.resource_labels),
-                seed,
-            }
-        }
+        Attack::CostlyQuery => Prepared::Query {
+            query: payloads::costly_query(config.query_matchers, config.labels.resource_labels),
+            seed: seed_large_series(config, payloads).await?,
+        },
+        Attack::SeriesList => Prepared::Seed(seed_large_series(config, payloads).await?),
         Attack::Overload => {
             let points = config.overload_points.max(1);
             let mut templates = dcgm_templates(points, points, config.seed)?;
@@ -386,6 +396,9 @@ async fn run_attack(
                 seed,
             )
             .await?
+        }
+        (Attack::SeriesList, Prepared::Seed(seed)) => {
+            attacks::series_list(ctx, config.admin, config.series_list_limit, config.large_series, seed).await?
         }
         (Attack::SeriesFlood, _) => {
             attacks::series_flood(

@@ -589,15 +589,20 @@ struct CostlyQueryDetails {
     query: String,
     query_bytes: usize,
     matchers: usize,
-    clients: usize,
     seeded_series: usize,
     /// `None`: the series were already held (from series-bytes), not sent again.
     seed: Option<PostAnswer>,
-    queries_answered: usize,
-    queries_unfinished: usize,
-    query_latency: LatencySummary,
-    query_answers: Vec<AdminAnswer>,
-    series_list: Option<AdminAnswer>,
+    #[serde(flatten)]
+    requests: AdminRequests,
+}
+
+#[derive(Debug, Serialize)]
+struct SeriesListDetails {
+    limit: usize,
+    seeded_series: usize,
+    seed: Option<PostAnswer>,
+    #[serde(flatten)]
+    requests: AdminRequests,
 }
 
 /// GET `url`, reading (and counting, not keeping) the whole body within `timeout`.
@@ -625,27 +630,48 @@ async fn admin_get(client: &reqwest::Client, url: reqwest::Url, timeout: Duratio
     }
 }
 
-/// `clients` clients asking the admin API the costly query back to back, and one
-/// `/api/v1/series?limit=100000`, over the seeded large series.
-pub async fn costly_query(
-    ctx: &AttackContext,
-    admin: SocketAddr,
-    query: String,
-    matchers: usize,
+/// What back-to-back admin requests got.
+#[derive(Debug, Serialize)]
+struct AdminRequests {
     clients: usize,
-    seeded_series: usize,
-    seed: Option<PostAnswer>,
-) -> AnyhowOutcome {
+    answered: usize,
+    /// In flight at the end, or cut by it.
+    unfinished: usize,
+    latency: LatencySummary,
+    answers: Vec<AdminAnswer>,
+}
+
+impl AdminRequests {
+    /// `3 answered (3 × HTTP 200), 12.4 MiB each, p50 1.20 s, max 1.31 s; 1 unfinished`
+    fn short(&self) -> String {
+        if self.answers.is_empty() {
+            return format!("none answered; {} unfinished", self.unfinished);
+        }
+        let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+        for answer in &self.answers {
+            *statuses.entry(answer.http_status.unwrap_or(0)).or_default() += 1;
+        }
+        let statuses: Vec<String> = statuses.iter().map(|(status, n)| format!("{n} × HTTP {status}")).collect();
+        let body_bytes = self.answers.iter().map(|answer| answer.body_bytes).max().unwrap_or(0);
+        format!(
+            "{} answered ({}), up to {} each, p50 {:.2} s, max {:.2} s; {} unfinished",
+            self.answered,
+            statuses.join(", "),
+            kib(body_bytes as usize),
+            self.latency.p50_ms / 1e3,
+            self.latency.max_ms / 1e3,
+            self.unfinished
+        )
+    }
+}
+
+/// `clients` clients sending GET `url` to the admin API back to back until the attack ends.
+async fn admin_back_to_back(ctx: &AttackContext, url: reqwest::Url, clients: usize) -> anyhow::Result<AdminRequests> {
     let client = reqwest::Client::builder().build()?;
-    let query_url = reqwest::Url::parse_with_params(
-        &format!("http://{admin}/api/v1/query"),
-        &[("metricQuery", query.as_str()), ("operationOverTime", "last_one")],
-    )?;
-    let series_url = reqwest::Url::parse(&format!("http://{admin}/api/v1/series?limit=100000"))?;
     let stats = Arc::new(Mutex::new(QueryStats::default()));
     let mut tasks = Vec::new();
     for _ in 0..clients.max(1) {
-        let (client, url, stats, ctx) = (client.clone(), query_url.clone(), Arc::clone(&stats), ctx.clone());
+        let (client, url, stats, ctx) = (client.clone(), url.clone(), Arc::clone(&stats), ctx.clone());
         tasks.push(tokio::spawn(async move {
             while !ctx.stopped() {
                 stats.lock().expect("not poisoned").in_flight += 1;
@@ -656,73 +682,75 @@ pub async fn costly_query(
             }
         }));
     }
-    let series_list = {
-        let (client, ctx) = (client.clone(), ctx.clone());
-        tokio::spawn(async move { admin_get(&client, series_url, ctx.remaining()).await })
-    };
     ctx.until_end().await;
     for task in &tasks {
         task.abort();
     }
-    let series_list = if series_list.is_finished() { series_list.await.ok() } else { None };
     let stats = std::mem::take(&mut *stats.lock().expect("not poisoned"));
     // An answer cut at the deadline is unfinished too.
-    let (answered, cut): (Vec<AdminAnswer>, Vec<AdminAnswer>) =
+    let (answers, cut): (Vec<AdminAnswer>, Vec<AdminAnswer>) =
         stats.answers.into_iter().partition(|answer| answer.http_status.is_some());
-    let queries_unfinished = stats.in_flight + cut.len();
     let mut latency = LatencyHistogram::default();
-    for answer in &answered {
+    for answer in &answers {
         latency.record(Duration::from_secs_f64(answer.after_s));
     }
-    let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
-    for answer in &answered {
-        *statuses.entry(answer.http_status.unwrap_or(0)).or_default() += 1;
-    }
-    let statuses: Vec<String> = statuses.iter().map(|(status, n)| format!("{n} × HTTP {status}")).collect();
-    let query_latency = latency.summary();
-    let answered_said = if answered.is_empty() {
-        "none answered".to_owned()
-    } else {
-        format!(
-            "{} answered ({}), p50 {:.2} s, max {:.2} s",
-            answered.len(),
-            statuses.join(", "),
-            query_latency.p50_ms / 1e3,
-            query_latency.max_ms / 1e3
-        )
-    };
-    let seed_said = match &seed {
+    Ok(AdminRequests {
+        clients: clients.max(1),
+        answered: answers.len(),
+        unfinished: stats.in_flight + cut.len(),
+        latency: latency.summary(),
+        answers,
+    })
+}
+
+fn seed_said(seed: &Option<PostAnswer>) -> String {
+    match seed {
         Some(seed) => format!("seeded: {}", seed.short()),
         None => "held from series-bytes".to_owned(),
-    };
-    let mut summary = format!(
-        "{matchers}-matcher query ({} bytes) over {seeded_series} large series ({seed_said}): {answered_said}; \
-         {queries_unfinished} unfinished",
-        query.len(),
-    );
-    match &series_list {
-        Some(AdminAnswer { http_status: Some(status), body_bytes, after_s, .. }) => summary.push_str(&format!(
-            "; /api/v1/series?limit=100000: HTTP {status}, {:.1} MiB in {after_s:.2} s",
-            *body_bytes as f64 / MIB
-        )),
-        Some(AdminAnswer { error: Some(error), after_s, .. }) => {
-            summary.push_str(&format!("; /api/v1/series?limit=100000: {error} after {after_s:.1} s"))
-        }
-        _ => summary.push_str("; /api/v1/series?limit=100000: unanswered"),
     }
-    let details = CostlyQueryDetails {
-        query_bytes: query.len(),
-        query,
-        matchers,
-        clients,
-        seeded_series,
-        seed,
-        queries_answered: answered.len(),
-        queries_unfinished,
-        query_latency,
-        query_answers: answered,
-        series_list,
-    };
+}
+
+/// `clients` clients asking the admin API the costly query back to back, over the large series.
+pub async fn costly_query(
+    ctx: &AttackContext,
+    admin: SocketAddr,
+    query: String,
+    matchers: usize,
+    clients: usize,
+    seeded_series: usize,
+    seed: Option<PostAnswer>,
+) -> AnyhowOutcome {
+    let url = reqwest::Url::parse_with_params(
+        &format!("http://{admin}/api/v1/query"),
+        &[("metricQuery", query.as_str()), ("operationOverTime", "last_one")],
+    )?;
+    let requests = admin_back_to_back(ctx, url, clients).await?;
+    let summary = format!(
+        "{matchers}-matcher query ({} bytes) over {seeded_series} large series ({}): {}",
+        query.len(),
+        seed_said(&seed),
+        requests.short()
+    );
+    let details = CostlyQueryDetails { query_bytes: query.len(), query, matchers, seeded_series, seed, requests };
+    Ok(AttackOutcome::new(summary, None, &details))
+}
+
+/// `/api/v1/series?limit=<limit>` back to back, over the large series.
+pub async fn series_list(
+    ctx: &AttackContext,
+    admin: SocketAddr,
+    limit: usize,
+    seeded_series: usize,
+    seed: Option<PostAnswer>,
+) -> AnyhowOutcome {
+    let url = reqwest::Url::parse(&format!("http://{admin}/api/v1/series?limit={limit}"))?;
+    let requests = admin_back_to_back(ctx, url, 1).await?;
+    let summary = format!(
+        "/api/v1/series?limit={limit} over {seeded_series} large series ({}): {}",
+        seed_said(&seed),
+        requests.short()
+    );
+    let details = SeriesListDetails { limit, seeded_series, seed, requests };
     Ok(AttackOutcome::new(summary, None, &details))
 }
 
