@@ -107,17 +107,34 @@ impl OtlpSender {
     }
 
     pub async fn send(&mut self, payload: Bytes) -> Result<ExportAck, SendError> {
+        self.send_with_deadline(payload, None).await
+    }
+
+    /// Sends with a deadline the server is told about: `grpc-timeout` over gRPC, the request
+    /// timeout over HTTP. `None` = no deadline.
+    pub async fn send_with_deadline(
+        &mut self,
+        payload: Bytes,
+        deadline: Option<std::time::Duration>,
+    ) -> Result<ExportAck, SendError> {
         let response = match &mut self.target {
             SenderTarget::Grpc(grpc) => {
                 grpc.ready().await.map_err(|err| SendError::Transport(err.to_string()))?;
                 let path = tonic::codegen::http::uri::PathAndQuery::from_static(EXPORT_PATH);
-                grpc.unary(tonic::Request::new(payload), path, RawPayloadCodec)
+                let mut request = tonic::Request::new(payload);
+                if let Some(deadline) = deadline {
+                    request.set_timeout(deadline);
+                }
+                grpc.unary(request, path, RawPayloadCodec)
                     .await
                     .map_err(|status| SendError::Grpc { code: status.code(), message: status.message().to_owned() })?
                     .into_inner()
             }
             SenderTarget::Http { client, url } => {
                 let mut request = client.post(url.as_str()).header("content-type", "application/x-protobuf");
+                if let Some(deadline) = deadline {
+                    request = request.timeout(deadline);
+                }
                 let body = match self.compression {
                     Compression::None => payload,
                     Compression::Gzip => {

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use otelscale_loadgen::client::Transport;
 use otelscale_loadgen::keda::HpaPolicy;
 use otelscale_loadgen::report::{self, RunContext};
+use otelscale_loadgen::scenarios::hostile::{self, payloads::LargeLabels, Attack};
 use otelscale_loadgen::scenarios::{fleet, latency, scale_sim, throughput};
 use otelscale_loadgen::shapes::FleetShape;
 
@@ -167,6 +168,109 @@ enum Scenario {
         #[arg(long, default_value_t = 60.0)]
         pull_rate_window_s: f64,
     },
+    /// The hardening issue's attacks against a running server, one after the other: GetMetrics,
+    /// /healthz, a small export and the server's RSS and CPU in an idle baseline and during each,
+    /// plus what each attacker got back.
+    Hostile(Box<HostileArgs>),
+}
+
+#[derive(Debug, Args)]
+struct HostileArgs {
+    #[command(flatten)]
+    common: Common,
+    /// An attack to run (repeatable; default: all). They run in the order listed here, the ones
+    /// that leave state behind for the retention last.
+    #[arg(long = "attack", value_enum)]
+    attacks: Vec<Attack>,
+    /// The server's pid, for its CPU, RSS and open descriptors from /proc (and the RSS guard).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Length of each attack.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Length of the idle baseline before the first attack.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    baseline: Duration,
+    /// Longest wait after each attack for the server to settle (its aftermath counts toward the
+    /// attack's peak RSS and CPU).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    settle_timeout: Duration,
+    /// Time between two GetMetrics calls of the KEDA-like client.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    poll_interval: Duration,
+    /// Longest wait for one GetMetrics answer.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    probe_timeout: Duration,
+    /// Time between two /healthz probes (each on a new connection).
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    healthz_interval: Duration,
+    /// Longest wait for one /healthz 200; longer counts as a failure.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    healthz_timeout: Duration,
+    /// Stop an attack when the server's RSS passes this many MiB, having grown by 512 MiB in the
+    /// attack (needs --server-pid).
+    #[arg(long, default_value_t = 4096)]
+    rss_stop_mib: u64,
+    /// Large resource labels on the bombs and the large series (at most 63).
+    #[arg(long, default_value_t = 63)]
+    resource_labels: usize,
+    /// Bytes of each large label value.
+    #[arg(long, default_value_t = 2048)]
+    label_value_bytes: usize,
+    /// Inflated bytes of a bomb (the server's default --max-request-bytes, 16 MiB, less 4 KiB).
+    #[arg(long, default_value_t = 16 * 1024 * 1024 - 4096)]
+    bomb_inflated_bytes: usize,
+    /// zstd bomb bodies to send, one connection each, a second apart.
+    #[arg(long, default_value_t = 2)]
+    zstd_bodies: usize,
+    /// Series of series-bytes, and the costly query's seed, each carrying every large label.
+    #[arg(long, default_value_t = 20_000)]
+    large_series: usize,
+    /// Matchers of the costly query (the server's default --max-query-matchers is 64).
+    #[arg(long, default_value_t = 64)]
+    query_matchers: usize,
+    /// Clients sending the costly query back to back.
+    #[arg(long, default_value_t = 1)]
+    query_clients: usize,
+    /// `limit` of the series-list attack's /api/v1/series requests (the issue asked for 100000).
+    #[arg(long, default_value_t = 100_000)]
+    series_list_limit: usize,
+    /// Idle sockets to each of the admin and scaler ports.
+    #[arg(long, default_value_t = 4096)]
+    idle_sockets: usize,
+    /// Dripping OTLP/HTTP sockets.
+    #[arg(long, default_value_t = 4096)]
+    drip_sockets: usize,
+    /// Time between two body bytes of a dripping socket.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    drip_interval: Duration,
+    /// Content-Length a dripping request announces.
+    #[arg(long, default_value_t = 1 << 20)]
+    drip_content_length: usize,
+    /// Half-open Export streams on one HTTP/2 connection.
+    #[arg(long, default_value_t = 20_000)]
+    streams: usize,
+    /// Concurrent clients of the overload.
+    #[arg(long, default_value_t = 16)]
+    overload_clients: usize,
+    /// Points per overload request (DCGM-like, eight labels each; 50000 make 13.3 MiB).
+    #[arg(long, default_value_t = 50_000)]
+    overload_points: usize,
+    /// grpc-timeout the overload clients send.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    overload_grpc_timeout: Duration,
+    /// How far ahead the future point is stamped.
+    #[arg(long, default_value = "299s", value_parser = humantime::parse_duration)]
+    future_offset: Duration,
+    /// Most junk series the flood sends (it stops at the first refused one).
+    #[arg(long, default_value_t = 1_000_000)]
+    flood_series: usize,
+    /// Junk series per flood request.
+    #[arg(long, default_value_t = 2_000)]
+    flood_batch: usize,
+    /// Metric names the junk series are spread over.
+    #[arg(long, default_value_t = 16)]
+    flood_metrics: usize,
 }
 
 #[tokio::main]
@@ -310,6 +414,53 @@ async fn main() -> anyhow::Result<()> {
             let result = scale_sim::run(&config).await?;
             finish(&common, "scale-sim", &result, &result.markdown())
         }
+        Scenario::Hostile(args) => {
+            let result = hostile::run(&hostile_config(&args)).await?;
+            finish(&args.common, "hostile", &result, &result.markdown())
+        }
+    }
+}
+
+/// The hostile scenario's configuration from its flags.
+fn hostile_config(args: &HostileArgs) -> hostile::HostileConfig {
+    let common = &args.common;
+    hostile::HostileConfig {
+        otlp_grpc: common.otlp_grpc,
+        otlp_http: common.otlp_http,
+        scaler: common.scaler,
+        // /healthz and /metrics: the default admin port when --admin is not given.
+        admin: common.admin.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        server_pid: args.server_pid,
+        attacks: args.attacks.clone(),
+        duration: args.duration,
+        baseline: args.baseline,
+        settle_timeout: args.settle_timeout,
+        poll_interval: args.poll_interval,
+        probe_timeout: args.probe_timeout,
+        healthz_interval: args.healthz_interval,
+        healthz_timeout: args.healthz_timeout,
+        rss_stop_bytes: args.rss_stop_mib.saturating_mul(1 << 20),
+        labels: LargeLabels { resource_labels: args.resource_labels, value_bytes: args.label_value_bytes },
+        bomb_inflated_bytes: args.bomb_inflated_bytes,
+        zstd_bodies: args.zstd_bodies,
+        large_series: args.large_series,
+        query_matchers: args.query_matchers,
+        query_clients: args.query_clients,
+        series_list_limit: args.series_list_limit,
+        idle_sockets: args.idle_sockets,
+        drip_sockets: args.drip_sockets,
+        drip_interval: args.drip_interval,
+        drip_content_length: args.drip_content_length,
+        streams: args.streams,
+        overload_clients: args.overload_clients,
+        overload_points: args.overload_points,
+        overload_grpc_timeout: args.overload_grpc_timeout,
+        future_offset: args.future_offset,
+        flood_series: args.flood_series,
+        flood_batch: args.flood_batch,
+        flood_metrics: args.flood_metrics,
+        seed: common.seed,
+        show_progress: !common.quiet,
     }
 }
 

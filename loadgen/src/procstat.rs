@@ -1,5 +1,7 @@
 //! CPU time and peak memory of a process, from `/proc/<pid>/stat` and `/proc/<pid>/status`, so
-//! the server's CPU per point comes out of the same run even when loadgen shares the machine.
+//! the server's CPU per point comes out of the same run even when loadgen shares the machine; its
+//! open file descriptors, to see connections come and go; and its runnable threads, to see
+//! whether it is still at work.
 
 use serde::Serialize;
 
@@ -37,6 +39,35 @@ pub fn sample(pid: u32) -> Option<ProcessSample> {
     })
 }
 
+/// Open file descriptors of the process (sockets included), from `/proc/<pid>/fd`; `None` when
+/// the process or `/proc` is not there. A server's connection count moves with it.
+pub fn open_fds(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
+/// Threads of the process that are running or waiting for a CPU (state `R` in
+/// `/proc/<pid>/task/<tid>/stat`), not counting the calling thread; `None` when the process is
+/// not there. A server still working on a request has one, even when the machine starves it.
+pub fn runnable_threads(pid: u32) -> Option<usize> {
+    // "<pid>/task/<tid>": the caller's own thread, skipped when it belongs to the process.
+    let own_thread = std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|link| link.file_name().and_then(|tid| tid.to_str()).map(str::to_owned));
+    let mut runnable = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        if own_thread.as_deref() == task.file_name().to_str() {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        // The state is the first field after the command name's closing parenthesis.
+        let state = stat.rfind(')').and_then(|end| stat[end + 1..].split_whitespace().next());
+        if state == Some("R") {
+            runnable += 1;
+        }
+    }
+    Some(runnable)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +84,11 @@ mod tests {
         let after = sample(std::process::id()).unwrap();
         assert!(after.cpu_seconds > before.cpu_seconds, "{before:?} {after:?} {spin}");
         assert!(sample(u32::MAX).is_none());
+        // stdin, stdout and stderr at least (other tests open and close files meanwhile).
+        assert!(open_fds(std::process::id()).unwrap() >= 3);
+        assert!(open_fds(u32::MAX).is_none());
+        // This thread is running, but it is the caller: not counted (other test threads may be).
+        assert!(runnable_threads(std::process::id()).is_some());
+        assert!(runnable_threads(u32::MAX).is_none());
     }
 }

@@ -8,6 +8,8 @@ use otelscale::config::Config;
 use otelscale::server::{self, Listeners};
 use otelscale_loadgen::client::Transport;
 use otelscale_loadgen::keda::HpaPolicy;
+use otelscale_loadgen::report::{self, RunContext};
+use otelscale_loadgen::scenarios::hostile::{self, payloads::LargeLabels, Attack};
 use otelscale_loadgen::scenarios::{fleet, latency, scale_sim, throughput};
 use otelscale_loadgen::server_metrics;
 use otelscale_loadgen::shapes::FleetShape;
@@ -15,6 +17,10 @@ use tokio::net::TcpListener;
 
 /// How long the in-process server may take to serve (generous: a loaded CI machine is slow).
 const READY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The hostile test takes the CPU on purpose (back-to-back costly queries); the other tests
+/// assert rates and timings. It runs alone (write), they run together (read).
+static CPU: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 struct Server {
     otlp_grpc: SocketAddr,
@@ -70,6 +76,7 @@ fn throughput_config(server: &Server, transport: Transport) -> throughput::Throu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throughput_figures_match_the_server_counts() {
+    let _shared = CPU.read().await;
     let server = start_server().await;
     for (transport, gzip) in
         [(Transport::Grpc, false), (Transport::Http, false), (Transport::Http, true), (Transport::Grpc, true)]
@@ -94,6 +101,7 @@ async fn throughput_figures_match_the_server_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throughput_holds_a_requested_rate_and_sink_mode_generates() {
+    let _shared = CPU.read().await;
     let server = start_server().await;
     let config = throughput::ThroughputConfig {
         rate_points_per_s: Some(5_000.0),
@@ -109,6 +117,7 @@ async fn throughput_holds_a_requested_rate_and_sink_mode_generates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gpu_fleet_creates_every_series_it_claims() {
+    let _shared = CPU.read().await;
     let server = start_server().await;
     let shape = FleetShape { nodes: 3, gpus_per_node: 2, batch_points: 20, seed: 9 };
     let config = fleet::FleetConfig {
@@ -138,6 +147,7 @@ async fn gpu_fleet_creates_every_series_it_claims() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_probes_are_all_seen_and_activated() {
+    let _shared = CPU.read().await;
     let server = start_server().await;
     let config = latency::LatencyConfig {
         otlp_grpc_addr: server.otlp_grpc,
@@ -166,6 +176,7 @@ async fn latency_probes_are_all_seen_and_activated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_sim_push_decides_before_pull() {
+    let _shared = CPU.read().await;
     let server = start_server().await;
     let config = scale_sim::ScaleSimConfig {
         otlp_grpc_addr: server.otlp_grpc,
@@ -194,4 +205,112 @@ async fn scale_sim_push_decides_before_pull() {
     assert!(push < pull, "push {push} s, pull {pull} s");
     assert!(result.push_decisions.len() >= 6);
     assert!(result.push_decisions.iter().all(|d| d.replicas >= 1 && d.replicas <= 20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_measures_a_baseline_and_each_attack() {
+    let _alone = CPU.write().await;
+    let server = start_server().await;
+    // Three cheap attacks at a small scale. Timings and verdicts are not asserted: the server
+    // may or may not be hardened yet; the structure of the result and the report are.
+    let config = hostile::HostileConfig {
+        otlp_grpc: server.otlp_grpc,
+        otlp_http: server.otlp_http,
+        scaler: server.scaler,
+        admin: server.admin,
+        server_pid: Some(std::process::id()),
+        // Asked out of order: they run in the order of Attack::ALL.
+        attacks: vec![Attack::CostlyQuery, Attack::IdleSockets, Attack::FuturePoint, Attack::IdleSockets],
+        duration: Duration::from_secs(1),
+        baseline: Duration::from_secs(1),
+        settle_timeout: Duration::from_secs(1),
+        poll_interval: Duration::from_millis(20),
+        probe_timeout: Duration::from_secs(1),
+        healthz_interval: Duration::from_millis(100),
+        healthz_timeout: Duration::from_secs(1),
+        rss_stop_bytes: u64::MAX,
+        labels: LargeLabels { resource_labels: 8, value_bytes: 256 },
+        bomb_inflated_bytes: 64 * 1024,
+        zstd_bodies: 1,
+        large_series: 50,
+        query_matchers: 16,
+        query_clients: 1,
+        series_list_limit: 100,
+        idle_sockets: 8,
+        drip_sockets: 4,
+        drip_interval: Duration::from_secs(1),
+        drip_content_length: 1024,
+        streams: 16,
+        overload_clients: 1,
+        overload_points: 100,
+        overload_grpc_timeout: Duration::from_secs(1),
+        future_offset: Duration::from_secs(299),
+        flood_series: 100,
+        flood_batch: 50,
+        flood_metrics: 2,
+        seed: 7,
+        show_progress: false,
+    };
+    let result = hostile::run(&config).await.unwrap();
+    let baseline = &result.baseline;
+    assert!(baseline.get_metrics.attempts >= 5, "{:?}", baseline.get_metrics);
+    assert_eq!(baseline.get_metrics.latency.samples, baseline.get_metrics.attempts);
+    assert!(baseline.get_metrics.latency.p50_ms > 0.0 && baseline.get_metrics.latency.p99_ms > 0.0);
+    assert!(baseline.get_metrics_new_connection.attempts >= 1);
+    assert!(baseline.healthz.attempts >= 3 && baseline.healthz.latency.max_ms > 0.0);
+    assert!(baseline.small_export.attempts >= 1);
+    let server_figures = baseline.server.as_ref().expect("server pid given");
+    assert!(server_figures.rss_max_bytes > 0 && server_figures.fds_end > 0);
+
+    let ran: Vec<Attack> = result.attacks.iter().map(|report| report.attack).collect();
+    assert_eq!(ran, [Attack::IdleSockets, Attack::FuturePoint, Attack::CostlyQuery]);
+    for report in &result.attacks {
+        let during = report.during.as_ref().unwrap_or_else(|| panic!("{:?} did not run", report.attack));
+        assert!(during.get_metrics.attempts > 0 && during.healthz.attempts > 0, "{:?}", report.attack);
+        assert!(during.server.is_some());
+        assert!(report.verdicts.get_metrics_p99.is_some() && report.verdicts.healthz.is_some());
+        assert!(report.verdicts.peak_rss.is_none(), "RSS is judged for rows 1 to 3 only");
+        assert!(!report.outcome.summary.is_empty());
+        assert!(report.stopped_early.is_none(), "{:?}", report.stopped_early);
+    }
+    for report in &result.attacks {
+        let aftermath = report.aftermath.as_ref().expect("every attack that ran has an aftermath");
+        assert!(aftermath.waited_s > 0.0 && !aftermath.server_exited);
+        assert!(report.peak_rss_bytes.is_some() && report.cpu_seconds.is_some());
+    }
+
+    let idle = &result.attacks[0].outcome.details;
+    assert_eq!(idle[0]["port"], "admin");
+    assert_eq!(idle[1]["port"], "scaler");
+    assert_eq!(idle[0]["wanted"], 8);
+    let future = &result.attacks[1];
+    assert!(future.verdicts.signal.is_some());
+    assert_eq!(future.outcome.details["future_point"]["ok"], true);
+    assert!(future.outcome.details["normal_points_sent"].as_u64().unwrap() >= 1);
+    let costly = &result.attacks[2].outcome.details;
+    // Run without series-bytes, the costly query seeds its series itself.
+    assert_eq!(costly["seed"]["http_status"], 200);
+    assert_eq!(costly["seed"]["rejected_points"], 0);
+    assert_eq!(costly["matchers"], 16);
+    let answers = costly["answers"].as_array().unwrap();
+    assert!(answers.len() + costly["unfinished"].as_u64().unwrap() as usize >= 1);
+    // The server takes the costly query (it is only slow).
+    assert!(answers.iter().all(|answer| answer["http_status"] == 200), "{answers:?}");
+    // The seeded large series are held.
+    assert!(series_held(server.admin).await >= 50.0);
+
+    let dir = std::env::temp_dir().join(format!("loadgen-hostile-{}", std::process::id()));
+    let prefix = dir.join("hostile");
+    report::write(&prefix, &RunContext::new("hostile", 7), &result, &result.markdown()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("hostile.json")).unwrap()).unwrap();
+    assert_eq!(json["results"]["attacks"].as_array().unwrap().len(), 3);
+    assert!(json["results"]["baseline"]["get_metrics"]["latency"]["p99_ms"].is_number());
+    assert_eq!(json["results"]["attacks"][1]["attack"], "future-point");
+    assert_eq!(json["results"]["targets"]["get_metrics_p99_ms"], 50.0);
+    let markdown = std::fs::read_to_string(dir.join("hostile.md")).unwrap();
+    for expected in ["## Idle baseline", "## Attacks", "| idle-sockets (4) |", "| future-point (9) |", "row 6"] {
+        assert!(markdown.contains(expected), "{expected} missing from\n{markdown}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
 }

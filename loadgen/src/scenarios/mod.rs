@@ -1,6 +1,7 @@
-//! The four scenarios, one module each.
+//! The scenarios, one module each.
 
 pub mod fleet;
+pub mod hostile;
 pub mod latency;
 pub mod scale_sim;
 pub mod throughput;
