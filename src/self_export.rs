@@ -45,7 +45,12 @@ pub fn spawn(
     store: Arc<Store>,
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(config, telemetry, store, cancel))
+    // A panic ends the pushes (counted and logged at `background`); serving goes on.
+    crate::panics::spawn_catching(
+        Arc::clone(&telemetry),
+        crate::outcome::PanicSite::Background,
+        run(config, telemetry, store, cancel),
+    )
 }
 
 async fn run(config: SelfExportConfig, telemetry: Arc<Telemetry>, store: Arc<Store>, cancel: CancellationToken) {

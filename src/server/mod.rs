@@ -39,6 +39,7 @@ use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::ingest::grpc::OtlpGrpcService;
 use crate::ingest::{self, Ingestor};
+use crate::outcome::PanicSite;
 use crate::scaler::proto::external_scaler_server::ExternalScalerServer;
 use crate::scaler::ScalerService;
 use crate::store::Store;
@@ -244,7 +245,10 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         let cancel = cancel.clone();
         let interval = retention_interval(config.retention_ms);
         tokio::spawn(crate::clock::every(interval, cancel, async move || {
-            let removed = store.drop_expired(crate::clock::now_ms());
+            // A panic skips this pass only (counted); the next tick tries again.
+            let removed =
+                crate::panics::catch(&telemetry, PanicSite::Background, || store.drop_expired(crate::clock::now_ms()))
+                    .unwrap_or(0);
             if removed > 0 {
                 telemetry.series_expired(removed);
                 tracing::debug!(series_removed = removed, series = store.series_count(), "retention applied");

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use rkyv::util::AlignedVec;
 
 use crate::config::SnapshotConfig;
+use crate::outcome::PanicSite;
 use crate::store::{RestoreOutcome, SeriesKey, Store};
 use crate::telemetry::Telemetry;
 use format::{FormatError, Header, ShardSection, TableEntry};
@@ -561,7 +562,15 @@ impl Snapshotter {
             std::thread::Builder::new().name("snapshot".into()).spawn(move || {
                 lower_priority();
                 while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(config.interval) {
-                    write_and_record(&store, &telemetry, &config);
+                    // A panic fails this snapshot only (counted, the previous file kept); the
+                    // thread writes the next one.
+                    if crate::panics::catch(&telemetry, PanicSite::Background, || {
+                        write_and_record(&store, &telemetry, &config)
+                    })
+                    .is_err()
+                    {
+                        telemetry.snapshot_failed();
+                    }
                 }
             })?
         };
@@ -574,7 +583,13 @@ impl Snapshotter {
         if self.thread.join().is_err() {
             tracing::error!("the snapshot thread panicked");
         }
-        write_and_record(&self.store, &self.telemetry, &self.config)
+        crate::panics::catch(&self.telemetry, PanicSite::Background, || {
+            write_and_record(&self.store, &self.telemetry, &self.config)
+        })
+        .unwrap_or_else(|_| {
+            self.telemetry.snapshot_failed();
+            None
+        })
     }
 }
 
