@@ -23,7 +23,12 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # shellcheck source=loadgen/server.sh
 source loadgen/server.sh
-start_server ./target/release/otelscale /tmp/otelscale-hostile-server.log --io-uring off --max-series 200000
+# Extra server flags in HOSTILE_SERVER_FLAGS (e.g. a larger --max-series-key-bytes, so that the
+# large-label attacks reach the decoder and the store instead of being refused at the door).
+# --max-series-per-metric keeps the defaults' ratio to --max-series (1 to 4).
+# shellcheck disable=SC2086
+start_server ./target/release/otelscale /tmp/otelscale-hostile-server.log --io-uring off --max-series 200000 \
+  --max-series-per-metric 50000 ${HOSTILE_SERVER_FLAGS:-}
 
 rss_kill_kib=$((8 * 1024 * 1024))
 (

@@ -337,8 +337,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_message_is_read_across_frames_and_checked_against_its_prefix_and_the_limit() {
-        let (compressed, message) =
-            read_message(frames(&[&[1, 0, 0], &[0, 3, b'a'], b"bc"]), 16).await.unwrap();
+        let (compressed, message) = read_message(frames(&[&[1, 0, 0], &[0, 3, b'a'], b"bc"]), 16).await.unwrap();
         assert!(compressed);
         assert_eq!(&message[..], b"abc");
         let cases: &[(&[&[u8]], Code, &str)] = &[

@@ -48,8 +48,11 @@ pub const HEADER_COUNT_MAX: usize = 64;
 /// The room [`Connection::take_read_buffer`] makes for a read when no body length is known.
 const READ_RESERVE_BYTES: usize = 16 * 1024;
 
-/// The most room reserved ahead of received bytes: a client declaring a large body and sending
-/// nothing does not get the server to allocate it.
+/// The most room reserved ahead of received bytes. Below it, the room ahead is at most the
+/// bytes already received (and at least [`READ_RESERVE_BYTES`]): the buffer grows by doubling
+/// as the body arrives, so a large body still comes in few reads, but a client that declares a
+/// large body and drips it holds the server to about twice what it has sent (4,096 dripping
+/// connections once held 1 MiB each).
 const READ_RESERVE_BYTES_MAX: usize = 1024 * 1024;
 
 /// Size limits of one connection's requests.
@@ -217,13 +220,14 @@ impl Connection {
         }
     }
 
-    /// Takes the input buffer for a read that appends to it, with room reserved (the rest of the
-    /// body when its length is known, up to 1 MiB, so a large body arrives in few reads). Give it
-    /// back with [`Connection::restore_read_buffer`].
+    /// Takes the input buffer for a read that appends to it, with room reserved (when the body's
+    /// length is known, the rest of it, but no more than the bytes already buffered or 1 MiB:
+    /// see [`READ_RESERVE_BYTES_MAX`]). Give it back with [`Connection::restore_read_buffer`].
     pub fn take_read_buffer(&mut self) -> BytesMut {
         let wanted = match &self.state {
             State::FixedBody { body_len, .. } => {
-                body_len.saturating_sub(self.input.len()).clamp(READ_RESERVE_BYTES, READ_RESERVE_BYTES_MAX)
+                let ahead_max = self.input.len().clamp(READ_RESERVE_BYTES, READ_RESERVE_BYTES_MAX);
+                body_len.saturating_sub(self.input.len()).clamp(READ_RESERVE_BYTES, ahead_max)
             }
             _ => READ_RESERVE_BYTES,
         };
