@@ -29,6 +29,9 @@
 //! the query's series, `SeriesKey`, `LabelPair`, `SeriesKind` and `RestoreOutcome`; for the
 //! restore, `snapshot::{write_snapshot, restore_newest}`.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
 use std::path::Path;
 use std::process::ExitCode;
@@ -237,26 +240,6 @@ fn warm_up_query(store: &Store, query: &MetricQuery) -> (usize, Option<f64>) {
     (evaluation.matched_series, evaluation.value)
 }
 
-/// `benches/snapshot.rs`'s DCGM-like key of series `series_idx`: a metric and 9 labels.
-fn dcgm_key(series_idx: usize) -> SeriesKey {
-    let gpu = series_idx / 8;
-    SeriesKey::new(
-        ["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_SM_CLOCK"]
-            [series_idx % 4],
-        vec![
-            LabelPair::new("Hostname", format!("gpu-node-{:05}", gpu / 8)),
-            LabelPair::new("UUID", format!("GPU-{:08x}-1f2e-4d3c-8b7a-{:012x}", gpu, gpu * 7919)),
-            LabelPair::new("device", format!("nvidia{}", gpu % 8)),
-            LabelPair::new("gpu", (gpu % 8).to_string()),
-            LabelPair::new("modelName", "NVIDIA H100 80GB HBM3"),
-            LabelPair::new("namespace", "training"),
-            LabelPair::new("pod", format!("trainer-{}", gpu / 8)),
-            LabelPair::new("container", "trainer"),
-            LabelPair::new("replica", (series_idx % 8).to_string()),
-        ],
-    )
-}
-
 #[inline(never)]
 fn measured_restore(store: &Store, dir: &Path) -> usize {
     restore_newest(store, dir, NOW_MS, 1).expect("a snapshot to restore").series as usize
@@ -274,7 +257,7 @@ fn run_restore() -> usize {
     for series_idx in 0..RESTORE_SERIES {
         let samples = (0..RESTORE_SAMPLES_PER_SERIES)
             .map(|step| (NOW_MS - 30_000 + step * 1_000, (series_idx as i64 * 31 + step) as f64 * 0.25));
-        original.restore_series(dcgm_key(series_idx), SeriesKind::Gauge, samples);
+        original.restore_series(common::dcgm_key(series_idx), SeriesKind::Gauge, samples);
     }
     let dir = tempfile::tempdir().expect("a temp dir");
     write_snapshot(&original, dir.path(), 1, NOW_MS).expect("snapshot written");

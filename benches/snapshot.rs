@@ -4,11 +4,14 @@
 //!
 //! `cargo bench --bench snapshot` (OTELSCALE_BENCH_SERIES overrides the series count).
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use otelscale::snapshot::{list_snapshots, restore_newest, write_snapshot};
-use otelscale::store::{LabelPair, SeriesKey, SeriesKind, Store, StoreConfig};
+use otelscale::store::{SeriesKind, Store, StoreConfig};
 
 /// The server's allocator, so that allocation costs are the server's.
 #[cfg(feature = "mimalloc")]
@@ -27,31 +30,12 @@ fn store() -> Store {
     Store::new(StoreConfig::new(shard_count, 10_000_000, 600_000))
 }
 
-fn dcgm_key(series_idx: usize) -> SeriesKey {
-    let gpu = series_idx / 8;
-    SeriesKey::new(
-        ["DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_SM_CLOCK"]
-            [series_idx % 4],
-        vec![
-            LabelPair::new("Hostname", format!("gpu-node-{:05}", gpu / 8)),
-            LabelPair::new("UUID", format!("GPU-{:08x}-1f2e-4d3c-8b7a-{:012x}", gpu, gpu * 7919)),
-            LabelPair::new("device", format!("nvidia{}", gpu % 8)),
-            LabelPair::new("gpu", (gpu % 8).to_string()),
-            LabelPair::new("modelName", "NVIDIA H100 80GB HBM3"),
-            LabelPair::new("namespace", "training"),
-            LabelPair::new("pod", format!("trainer-{}", gpu / 8)),
-            LabelPair::new("container", "trainer"),
-            LabelPair::new("replica", (series_idx % 8).to_string()),
-        ],
-    )
-}
-
 fn filled_store(series: usize) -> Store {
     let store = store();
     for series_idx in 0..series {
         let samples = (0..SAMPLES_PER_SERIES)
             .map(|step| (NOW_MS - 30_000 + step as i64 * 1_000, (series_idx * 31 + step) as f64 * 0.25));
-        store.restore_series(dcgm_key(series_idx), SeriesKind::Gauge, samples);
+        store.restore_series(common::dcgm_key(series_idx), SeriesKind::Gauge, samples);
     }
     store
 }
@@ -96,7 +80,7 @@ fn bench_snapshot(c: &mut Criterion) {
 
     let file = list_snapshots(dir.path()).expect("snapshot dir").remove(0);
     let file_bytes = std::fs::metadata(&file).expect("snapshot file").len() as f64;
-    let key_bytes: usize = (0..series).map(|idx| dcgm_key(idx).heap_bytes()).sum();
+    let key_bytes: usize = (0..series).map(|idx| common::dcgm_key(idx).heap_bytes()).sum();
     let sample_bytes = series * SAMPLES_PER_SERIES * 12;
     let data_bytes = (key_bytes + sample_bytes) as f64;
     let heap_bytes = original.heap_bytes() as f64;

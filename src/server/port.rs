@@ -20,8 +20,6 @@ use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -31,11 +29,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::accept::{is_transient, ACCEPT_ERROR_BACKOFF};
-use super::body::{BoxError, RateLimitedBody};
+use super::body::BoxError;
 use super::deadlines::Deadlines;
 use super::io::WatchedIo;
 use super::registry::{ConnectionRegistry, Phase, Registration, TrackedConnection};
-use super::service::{ConnectionService, ServiceSettings};
+use super::service::{ConnectionService, PortBody, PortRouter, ServiceSettings};
 use crate::config::ConnectionLimits;
 use crate::tls::ReloadingTls;
 
@@ -122,16 +120,8 @@ pub(crate) fn serve<S, B>(
     shutdown: CancellationToken,
 ) -> ServedPort
 where
-    S: tower_service::Service<
-            Request<RateLimitedBody<Incoming>>,
-            Response = Response<B>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError>,
+    S: PortRouter<B>,
+    B: PortBody,
 {
     let purpose = settings.purpose;
     tracing::info!(
@@ -152,16 +142,8 @@ async fn accept_loop<S, B>(
     shutdown: CancellationToken,
 ) -> io::Result<()>
 where
-    S: tower_service::Service<
-            Request<RateLimitedBody<Incoming>>,
-            Response = Response<B>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError>,
+    S: PortRouter<B>,
+    B: PortBody,
 {
     loop {
         let accepted = tokio::select! {
@@ -207,16 +189,8 @@ struct ServedConnection<S, B> {
 
 impl<S, B> ServedConnection<S, B>
 where
-    S: tower_service::Service<
-            Request<RateLimitedBody<Incoming>>,
-            Response = Response<B>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError>,
+    S: PortRouter<B>,
+    B: PortBody,
 {
     async fn run(self, stream: TcpStream) {
         let connection = Arc::clone(self.registration.connection());

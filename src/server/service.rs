@@ -44,16 +44,41 @@ impl<S, B> ConnectionService<S, B> {
 
 type ResponseFuture<B> = Pin<Box<dyn Future<Output = Result<Response<TrackedBody<B>>, Infallible>> + Send>>;
 
-impl<S, B> hyper::service::Service<Request<Incoming>> for ConnectionService<S, B>
-where
-    S: tower_service::Service<Request<RateLimitedBody<Incoming>>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: Into<BoxError>,
+/// What a port routes its requests to: a tower service over rate-limited request bodies that
+/// answers with bodies of type `B` (the bounds hyper's connections need, written once).
+pub(crate) trait PortRouter<B>:
+    tower_service::Service<
+        Request<RateLimitedBody<Incoming>>,
+        Response = Response<B>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
 {
+}
+
+impl<S, B> PortRouter<B> for S where
+    S: tower_service::Service<
+            Request<RateLimitedBody<Incoming>>,
+            Response = Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// A response body a port can send.
+pub(crate) trait PortBody:
+    http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{
+}
+
+impl<B> PortBody for B where B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+
+impl<S: PortRouter<B>, B: PortBody> hyper::service::Service<Request<Incoming>> for ConnectionService<S, B> {
     type Response = Response<TrackedBody<B>>;
     type Error = Infallible;
     type Future = ResponseFuture<B>;

@@ -65,17 +65,7 @@ impl TestServer {
         let bind = || async { TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0") };
         let listeners =
             Listeners { otlp_grpc: bind().await, otlp_http: bind().await, scaler: bind().await, admin: bind().await };
-        let addr = |listener: &TcpListener| listener.local_addr().unwrap();
-        let (otlp_grpc, otlp_http, scaler, admin) =
-            (addr(&listeners.otlp_grpc), addr(&listeners.otlp_http), addr(&listeners.scaler), addr(&listeners.admin));
-        let (shutdown_sender, shutdown_receiver) = oneshot::channel::<()>();
-        let handle = tokio::spawn(server::run(listeners, config, async {
-            let _ = shutdown_receiver.await;
-        }));
-        let server =
-            TestServer { otlp_grpc, otlp_http, scaler, admin, shutdown: Some(shutdown_sender), handle: Some(handle) };
-        server.wait_ready().await;
-        server
+        TestServer::start_on(listeners, config).await
     }
 
     async fn wait_ready(&self) {

@@ -44,12 +44,7 @@ const RING_ENTRIES: u32 = 256;
 struct WorkerContext {
     worker_idx: usize,
     listener: std::net::TcpListener,
-    gate: Arc<AcceptGate>,
-    registry: Arc<ConnectionRegistry>,
-    ingestor: Arc<Ingestor>,
-    settings: ConnectionSettings,
-    cancel: CancellationToken,
-    failures: async_mpsc::UnboundedSender<ServeError>,
+    shared: WorkerShared,
 }
 
 /// A started worker thread.
@@ -128,6 +123,7 @@ pub(super) async fn start(
 }
 
 /// What every worker shares.
+#[derive(Clone)]
 struct WorkerShared {
     gate: Arc<AcceptGate>,
     registry: Arc<ConnectionRegistry>,
@@ -145,16 +141,7 @@ async fn start_worker(
     shared: &WorkerShared,
 ) -> Result<Worker, (io::Error, Option<Worker>)> {
     let listener = listener.try_clone().map_err(|err| (err, None))?;
-    let context = WorkerContext {
-        worker_idx,
-        listener,
-        gate: Arc::clone(&shared.gate),
-        registry: Arc::clone(&shared.registry),
-        ingestor: Arc::clone(&shared.ingestor),
-        settings: shared.settings,
-        cancel: shared.cancel.clone(),
-        failures: shared.failures.clone(),
-    };
+    let context = WorkerContext { worker_idx, listener, shared: shared.clone() };
     let (ready_sender, ready) = oneshot::channel();
     let (go, go_receiver) = mpsc::sync_channel(1);
     let (done_sender, done) = oneshot::channel();
@@ -177,7 +164,11 @@ fn run_worker(
     go: mpsc::Receiver<bool>,
     done: oneshot::Sender<()>,
 ) {
-    let WorkerContext { worker_idx, listener, gate, registry, ingestor, settings, cancel, failures } = context;
+    let WorkerContext {
+        worker_idx,
+        listener,
+        shared: WorkerShared { gate, registry, ingestor, settings, cancel, failures },
+    } = context;
     // However the thread ends, the other workers stop waiting for its turn (and a panic is
     // reported at once).
     let _retire = RetireOnDrop { gate: Arc::clone(&gate), worker_idx, failures: failures.clone() };
