@@ -10,6 +10,7 @@
 //! the shards hold at every step (`Store::recount` recomputes them by a scan, for tests).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -34,16 +35,22 @@ pub(super) struct CountLimits {
     pub series_per_metric_max: usize,
 }
 
-type SeriesByMetric = hashbrown::HashMap<Box<str>, usize, foldhash::fast::FixedState>;
+/// The series count of one metric, shared by the shards' series of it. An append looks it up
+/// once per run of new series of one metric (not once per series) and counts through it.
+pub(super) type MetricCounter = Arc<AtomicUsize>;
+
+type SeriesByMetric = hashbrown::HashMap<Box<str>, MetricCounter, foldhash::fast::FixedState>;
 
 #[derive(Debug)]
 pub(super) struct Accounting {
     limits: CountLimits,
     series_count: AtomicUsize,
     bytes: AtomicUsize,
-    /// Series per metric name, across shards. Touched only when a series is created or
-    /// removed, never by an append to an existing series; taken under a shard's write lock
-    /// (shard lock first, never the other way round).
+    /// Series per metric name, across shards. Locked to look a metric's counter up (once per
+    /// run of new series of one metric) and when a series is removed, never by an append to an
+    /// existing series; taken under a shard's write lock (shard lock first, never the other way
+    /// round). A counter at zero is forgotten once no append holds it
+    /// ([`Accounting::forget_unused_metrics`], and at a metric's last removal).
     series_by_metric: Mutex<SeriesByMetric>,
 }
 
@@ -67,72 +74,82 @@ impl Accounting {
 
     /// Series of `metric_name` held.
     pub fn metric_series_count(&self, metric_name: &str) -> usize {
-        self.series_by_metric.lock().get(metric_name).copied().unwrap_or(0)
+        self.series_by_metric.lock().get(metric_name).map_or(0, |count| count.load(Ordering::Acquire))
     }
 
-    /// Every metric's series count (for the consistency checks of tests).
+    /// Every metric's series count, metrics without series left out (for the consistency
+    /// checks of tests).
     pub fn series_by_metric(&self) -> Vec<(String, usize)> {
-        let mut counts: Vec<_> =
-            self.series_by_metric.lock().iter().map(|(name, &count)| (name.to_string(), count)).collect();
+        let mut counts: Vec<_> = self
+            .series_by_metric
+            .lock()
+            .iter()
+            .map(|(name, count)| (name.to_string(), count.load(Ordering::Acquire)))
+            .filter(|&(_, count)| count > 0)
+            .collect();
         counts.sort_unstable();
         counts
     }
 
-    /// Reserves a place under each limit for a new series with `key` (of `metric_name`, when
-    /// the caller has it at hand) taking `bytes`, or none. The insert commits it; dropped
-    /// uncommitted, it is given back.
+    /// The series counter of `metric_name`, made at zero if there is none.
+    pub fn metric_counter(&self, metric_name: &str) -> MetricCounter {
+        let mut by_metric = self.series_by_metric.lock();
+        match by_metric.get(metric_name) {
+            Some(counter) => Arc::clone(counter),
+            None => {
+                let counter = MetricCounter::default();
+                by_metric.insert(metric_name.into(), Arc::clone(&counter));
+                counter
+            }
+        }
+    }
+
+    /// Reserves a place under each limit for a new series with `key`, of the metric counted by
+    /// `metric` (from [`Accounting::metric_counter`] of its name), taking `bytes`, or none. The
+    /// insert commits it; dropped uncommitted, it is given back.
     pub fn reserve_series(
         &self,
         key: SeriesKey,
-        metric_name: Option<&str>,
+        metric: &MetricCounter,
         bytes: usize,
     ) -> Result<SeriesReservation<'_>, SeriesRefusal> {
-        debug_assert!(metric_name.is_none_or(|name| name == key.metric_name()));
-        self.reserve_counts(metric_name.unwrap_or_else(|| key.metric_name()), bytes)?;
-        Ok(SeriesReservation { accounting: self, key: Some(key), bytes })
-    }
-
-    fn reserve_counts(&self, metric_name: &str, bytes: usize) -> Result<(), SeriesRefusal> {
         if !add_within(&self.series_count, 1, self.limits.series_count_max) {
             return Err(SeriesRefusal::SeriesLimit);
         }
-        {
-            let mut by_metric = self.series_by_metric.lock();
-            match by_metric.get_mut(metric_name) {
-                Some(count) if *count >= self.limits.series_per_metric_max => {
-                    drop(by_metric);
-                    self.series_count.fetch_sub(1, Ordering::AcqRel);
-                    return Err(SeriesRefusal::MetricSeriesLimit);
-                }
-                Some(count) => *count += 1,
-                None => {
-                    by_metric.insert(metric_name.into(), 1);
-                }
-            }
+        if !add_within(metric, 1, self.limits.series_per_metric_max) {
+            self.series_count.fetch_sub(1, Ordering::AcqRel);
+            return Err(SeriesRefusal::MetricSeriesLimit);
         }
         if !self.try_reserve_bytes(bytes) {
-            self.release_metric_series(metric_name);
+            metric.fetch_sub(1, Ordering::AcqRel);
             self.series_count.fetch_sub(1, Ordering::AcqRel);
             return Err(SeriesRefusal::BytesLimit);
         }
-        Ok(())
+        Ok(SeriesReservation { accounting: self, metric: Arc::clone(metric), key: Some(key), bytes })
     }
 
     /// Gives back what a removed series of `metric_name` taking `bytes` held.
     pub fn release_series(&self, metric_name: &str, bytes: usize) {
         self.release_bytes(bytes);
-        self.release_metric_series(metric_name);
+        {
+            let mut by_metric = self.series_by_metric.lock();
+            if let Some(counter) = by_metric.get(metric_name) {
+                let left = counter.fetch_sub(1, Ordering::AcqRel) - 1;
+                // No append holds it (they look counters up under this lock): forget it.
+                if left == 0 && Arc::strong_count(counter) == 1 {
+                    by_metric.remove(metric_name);
+                }
+            }
+        }
         self.series_count.fetch_sub(1, Ordering::AcqRel);
     }
 
-    fn release_metric_series(&self, metric_name: &str) {
-        let mut by_metric = self.series_by_metric.lock();
-        if let Some(count) = by_metric.get_mut(metric_name) {
-            *count -= 1;
-            if *count == 0 {
-                by_metric.remove(metric_name);
-            }
-        }
+    /// Forgets the counters at zero that no append holds (those of metrics whose new series
+    /// were all refused, or that an append held at their last removal).
+    pub fn forget_unused_metrics(&self) {
+        self.series_by_metric
+            .lock()
+            .retain(|_, counter| counter.load(Ordering::Acquire) > 0 || Arc::strong_count(counter) > 1);
     }
 
     /// Reserves `bytes` (a chunk) if they fit under `--max-store-bytes`.
@@ -157,6 +174,7 @@ fn add_within(counter: &AtomicUsize, amount: usize, max: usize) -> bool {
 #[must_use = "an uncommitted reservation is given back when dropped"]
 pub(super) struct SeriesReservation<'s> {
     accounting: &'s Accounting,
+    metric: MetricCounter,
     /// `None` once committed.
     key: Option<SeriesKey>,
     bytes: usize,
@@ -175,8 +193,10 @@ impl SeriesReservation<'_> {
 
 impl Drop for SeriesReservation<'_> {
     fn drop(&mut self) {
-        if let Some(key) = &self.key {
-            self.accounting.release_series(key.metric_name(), self.bytes);
+        if self.key.is_some() {
+            self.accounting.release_bytes(self.bytes);
+            self.metric.fetch_sub(1, Ordering::AcqRel);
+            self.accounting.series_count.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -196,17 +216,37 @@ mod tests {
     #[test]
     fn a_refused_or_dropped_reservation_leaves_every_count_as_it_was() {
         let counts = accounting(3, 1_000, 2);
-        assert_eq!(counts.reserve_series(key("a"), None, 100).unwrap().commit(), key("a"));
-        counts.reserve_series(key("a"), None, 100).unwrap().commit();
-        assert_eq!(counts.reserve_series(key("a"), None, 100).unwrap_err(), SeriesRefusal::MetricSeriesLimit);
-        assert_eq!(counts.reserve_series(key("b"), None, 900).unwrap_err(), SeriesRefusal::BytesLimit);
-        drop(counts.reserve_series(key("b"), None, 100).unwrap());
+        let (a, b, c) = (counts.metric_counter("a"), counts.metric_counter("b"), counts.metric_counter("c"));
+        assert_eq!(counts.reserve_series(key("a"), &a, 100).unwrap().commit(), key("a"));
+        counts.reserve_series(key("a"), &a, 100).unwrap().commit();
+        assert_eq!(counts.reserve_series(key("a"), &a, 100).unwrap_err(), SeriesRefusal::MetricSeriesLimit);
+        assert_eq!(counts.reserve_series(key("b"), &b, 900).unwrap_err(), SeriesRefusal::BytesLimit);
+        drop(counts.reserve_series(key("b"), &b, 100).unwrap());
         assert_eq!((counts.series_count(), counts.bytes(), counts.metric_series_count("b")), (2, 200, 0));
-        counts.reserve_series(key("b"), None, 100).unwrap().commit();
-        assert_eq!(counts.reserve_series(key("c"), None, 1).unwrap_err(), SeriesRefusal::SeriesLimit);
+        counts.reserve_series(key("b"), &b, 100).unwrap().commit();
+        assert_eq!(counts.reserve_series(key("c"), &c, 1).unwrap_err(), SeriesRefusal::SeriesLimit);
         counts.release_series("a", 100);
         assert_eq!(counts.series_by_metric(), [("a".to_string(), 1), ("b".to_string(), 1)]);
         assert_eq!((counts.series_count(), counts.bytes()), (2, 200));
         assert!(counts.try_reserve_bytes(800) && !counts.try_reserve_bytes(1));
+    }
+
+    #[test]
+    fn a_counter_at_zero_is_forgotten_once_no_append_holds_it() {
+        let counts = accounting(10, 1_000, 10);
+        let held = counts.metric_counter("m");
+        counts.reserve_series(key("m"), &held, 10).unwrap().commit();
+        // Removed while an append holds the counter: kept, and still the one looked up.
+        counts.release_series("m", 10);
+        assert!(Arc::ptr_eq(&held, &counts.metric_counter("m")));
+        counts.forget_unused_metrics();
+        assert_eq!(counts.series_by_metric.lock().len(), 1);
+        drop(held);
+        counts.forget_unused_metrics();
+        assert_eq!(counts.series_by_metric.lock().len(), 0);
+        // A removal with nobody holding the counter forgets it at once.
+        counts.reserve_series(key("n"), &counts.metric_counter("n"), 10).unwrap().commit();
+        counts.release_series("n", 10);
+        assert_eq!((counts.series_by_metric.lock().len(), counts.series_count(), counts.bytes()), (0, 0, 0));
     }
 }

@@ -473,7 +473,17 @@ impl<'a> DecodedBatch<'a> {
 
     /// Builds the owned key of a sample (for a new series).
     pub fn series_key(&self, sample: &DecodedSample) -> SeriesKey {
-        SeriesKey::from_canonical(self.metric_name(sample), self.labels(sample))
+        if sample.extra_label != NONE {
+            return SeriesKey::from_canonical(self.metric_name(sample), self.labels(sample));
+        }
+        // The set knows its size: the labels are walked once.
+        let set = self.label_sets[sample.label_set as usize];
+        SeriesKey::from_canonical_sized(
+            self.metric_name(sample),
+            set.hash.count(),
+            set.string_bytes,
+            self.labels(sample),
+        )
     }
 
     /// Distinct metric names of the batch, sorted.

@@ -36,7 +36,7 @@ pub use series_key::{
 };
 pub use window::{SeriesKind, SeriesWindow, WindowOp};
 
-use accounting::{Accounting, CountLimits};
+use accounting::{Accounting, CountLimits, MetricCounter};
 use chunk::Chunk;
 use shard::{AppendResult, RunEnd, Shard};
 
@@ -228,6 +228,7 @@ impl Store {
             }
         }
         order.sort_unstable();
+        let mut metric_counter = None;
         // A shard's write lock is held for at most APPEND_SAMPLES_PER_LOCK samples at a time, so a
         // query waiting on it waits for tens of microseconds, not for a whole batch's share.
         for run in order.chunk_by(|a, b| a.0 == b.0).flat_map(|run| run.chunks(APPEND_SAMPLES_PER_LOCK)) {
@@ -245,7 +246,7 @@ impl Store {
                         let found = shard.find(sample.key_hash, |key| key.equals(metric_name, batch.labels(sample)));
                         match found {
                             Some(idx) => idx,
-                            None => match self.insert_series(&mut shard, batch, sample) {
+                            None => match self.insert_series(&mut shard, batch, sample, &mut metric_counter) {
                                 Ok(idx) => {
                                     outcome.series_created += 1;
                                     idx
@@ -277,16 +278,23 @@ impl Store {
 
     /// Creates the series of `sample` in `shard` (whose lock the caller holds), if the limits
     /// allow: reserved in every count first, then inserted, which commits the reservation.
+    /// `metric_counter`: the counter of the batch metric the previous new series was of, kept
+    /// across calls so that a run of new series of one metric looks it up once.
     fn insert_series(
         &self,
         shard: &mut Shard,
         batch: &DecodedBatch<'_>,
         sample: &DecodedSample,
+        metric_counter: &mut Option<(u32, MetricCounter)>,
     ) -> Result<shard::SeriesIdx, SeriesRefusal> {
         let key = batch.series_key(sample);
         let bytes = shard.new_series_bytes(&key);
         let metric_name = batch.metric_name(sample);
-        let reservation = self.accounting.reserve_series(key, Some(metric_name), bytes)?;
+        if metric_counter.as_ref().is_none_or(|&(metric_idx, _)| metric_idx != sample.metric_idx) {
+            *metric_counter = Some((sample.metric_idx, self.accounting.metric_counter(metric_name)));
+        }
+        let (_, counter) = metric_counter.as_ref().expect("filled above");
+        let reservation = self.accounting.reserve_series(key, counter, bytes)?;
         #[cfg(test)]
         if metric_name == PANIC_METRIC_FOR_TESTS {
             panic!("fault injected for a test: a new series of {PANIC_METRIC_FOR_TESTS} after its reservation");
@@ -340,7 +348,8 @@ impl Store {
             Some(idx) => idx,
             None => {
                 let bytes = shard.new_series_bytes(&key);
-                match self.accounting.reserve_series(key, None, bytes) {
+                let counter = self.accounting.metric_counter(key.metric_name());
+                match self.accounting.reserve_series(key, &counter, bytes) {
                     Ok(reservation) => shard.insert(reservation, None, key_hash, kind),
                     Err(refusal) => return RestoreOutcome::Refused(refusal),
                 }
@@ -439,6 +448,7 @@ impl Store {
                 next_slot = next;
             }
         }
+        self.accounting.forget_unused_metrics();
         series_removed
     }
 

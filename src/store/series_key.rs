@@ -175,24 +175,40 @@ impl SeriesKey {
 
     /// Builds a key from labels already in canonical order (sorted by name, unique).
     pub fn from_canonical<'a>(metric_name: &str, labels: impl Iterator<Item = LabelRef<'a>> + Clone) -> Self {
-        let n_labels = labels.clone().count();
-        let strings_len: usize = labels.clone().map(|label| label.name.len() + label.value.len()).sum();
-        let mut blob =
-            Vec::with_capacity(HEADER_BYTES + n_labels * LABEL_HEADER_BYTES + metric_name.len() + strings_len);
+        let (n_labels, strings_len) =
+            labels.clone().fold((0, 0), |(n, bytes), label| (n + 1, bytes + label.name.len() + label.value.len()));
+        SeriesKey::from_canonical_sized(metric_name, n_labels, strings_len, labels)
+    }
+
+    /// [`SeriesKey::from_canonical`] for a caller that knows the number of labels and their
+    /// string bytes (names and values): one pass over the labels.
+    pub fn from_canonical_sized<'a>(
+        metric_name: &str,
+        n_labels: usize,
+        strings_len: usize,
+        labels: impl Iterator<Item = LabelRef<'a>>,
+    ) -> Self {
         let len_u32 = |len: usize| u32::try_from(len).expect("label strings are limited far below 4 GiB").to_le_bytes();
-        blob.extend_from_slice(&len_u32(metric_name.len()));
-        blob.extend_from_slice(&len_u32(n_labels));
-        for label in labels.clone() {
-            blob.extend_from_slice(&len_u32(label.name.len()));
-            blob.extend_from_slice(&len_u32(label.value.len()));
-        }
-        blob.extend_from_slice(metric_name.as_bytes());
+        let strings_start = HEADER_BYTES + n_labels * LABEL_HEADER_BYTES;
+        let blob_len = strings_start + metric_name.len() + strings_len;
+        let mut blob = vec![0u8; blob_len].into_boxed_slice();
+        blob[0..4].copy_from_slice(&len_u32(metric_name.len()));
+        blob[4..HEADER_BYTES].copy_from_slice(&len_u32(n_labels));
+        let mut offset = strings_start + metric_name.len();
+        blob[strings_start..offset].copy_from_slice(metric_name.as_bytes());
+        let mut header = HEADER_BYTES;
         for label in labels {
-            blob.extend_from_slice(label.name.as_bytes());
-            blob.extend_from_slice(label.value.as_bytes());
+            assert!(header < strings_start, "more labels than the {n_labels} given");
+            blob[header..header + 4].copy_from_slice(&len_u32(label.name.len()));
+            blob[header + 4..header + LABEL_HEADER_BYTES].copy_from_slice(&len_u32(label.value.len()));
+            header += LABEL_HEADER_BYTES;
+            for text in [label.name, label.value] {
+                blob[offset..offset + text.len()].copy_from_slice(text.as_bytes());
+                offset += text.len();
+            }
         }
-        debug_assert_eq!(blob.len(), blob.capacity());
-        SeriesKey { blob: blob.into_boxed_slice() }
+        assert_eq!((header, offset), (strings_start, blob_len), "labels other than the sizes given");
+        SeriesKey { blob }
     }
 
     fn n_labels(&self) -> usize {
