@@ -80,10 +80,12 @@ impl<'a> WindowPart<'a> {
         self.chunk.summary()
     }
 
+    #[inline(always)]
     fn is_whole(&self) -> bool {
         self.first_idx == 0 && self.ends_with_chunk()
     }
 
+    #[inline(always)]
     fn ends_with_chunk(&self) -> bool {
         self.end_idx == self.chunk.len()
     }
@@ -97,6 +99,7 @@ impl<'a> WindowPart<'a> {
         self.end_idx - self.first_idx
     }
 
+    #[inline(always)]
     fn first(&self) -> (i64, f64) {
         if self.first_idx == 0 {
             (self.summary().first_timestamp_ms(), self.summary().first_value)
@@ -106,6 +109,7 @@ impl<'a> WindowPart<'a> {
         }
     }
 
+    #[inline(always)]
     fn last(&self) -> (i64, f64) {
         if self.ends_with_chunk() {
             (self.summary().last_timestamp_ms(), self.summary().last_value)
@@ -141,6 +145,7 @@ impl<'a> WindowPart<'a> {
     }
 
     /// Counter increase over the steps inside the part.
+    #[inline(always)]
     fn counter_increase(&self) -> f64 {
         let summary = self.summary();
         if self.is_whole() {
@@ -254,6 +259,7 @@ impl<'a> SeriesWindow<'a> {
         (newest_ms >= self.start_ms).then_some(newest_value)
     }
 
+    #[inline(always)]
     fn rate(&self) -> Option<f64> {
         let mut parts = self.parts();
         let oldest = parts.next()?;
