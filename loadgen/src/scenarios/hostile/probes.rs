@@ -6,6 +6,11 @@
 //! guard that ends the attack early when the server's RSS passes a limit (having grown by
 //! 512 MiB in the attack) or the server exits.
 //!
+//! The probes run on a runtime of their own (one thread, [`probe_runtime`]), not on the one the
+//! attacks' clients use: an attacker copying and framing 13 MiB requests must not delay the
+//! probes on this side, or the figures would measure the load generator, not the server (KEDA
+//! and the kubelet are other processes).
+//!
 //! Every probe has a timeout. A failed probe is recorded in the latency histogram at no less
 //! than its timeout, so a p99 under the target means at least 99% of the probes were answered
 //! in time.
@@ -184,6 +189,26 @@ fn next_tick(tick: Instant, interval: Duration) -> Instant {
     (tick + interval).max(Instant::now())
 }
 
+/// The handle of the probes' own runtime: a current-thread runtime on a thread of its own,
+/// started at the first use and kept for the process's life.
+fn probe_runtime() -> tokio::runtime::Handle {
+    static HANDLE: std::sync::OnceLock<tokio::runtime::Handle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("building the probes' runtime");
+            let handle = runtime.handle().clone();
+            std::thread::Builder::new()
+                .name("loadgen-probes".to_owned())
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))
+                .expect("spawning the probes' thread");
+            handle
+        })
+        .clone()
+}
+
 /// The probes of one phase, running.
 pub struct Probes {
     started: Instant,
@@ -202,7 +227,8 @@ impl Probes {
         let (stop, stop_receiver) = watch::channel(false);
         let guard = Arc::new(watch::Sender::new(None));
         let trigger = signal_trigger(&config.signal_id);
-        let get_metrics = tokio::spawn(poll_get_metrics(
+        let runtime = probe_runtime();
+        let get_metrics = runtime.spawn(poll_get_metrics(
             config.scaler,
             trigger.clone(),
             config.poll_interval,
@@ -210,7 +236,7 @@ impl Probes {
             false,
             stop_receiver.clone(),
         ));
-        let get_metrics_new_connection = tokio::spawn(poll_get_metrics(
+        let get_metrics_new_connection = runtime.spawn(poll_get_metrics(
             config.scaler,
             trigger,
             NEW_CONNECTION_INTERVAL,
@@ -218,16 +244,16 @@ impl Probes {
             true,
             stop_receiver.clone(),
         ));
-        let healthz = tokio::spawn(probe_healthz(
+        let healthz = runtime.spawn(probe_healthz(
             config.admin,
             config.healthz_interval,
             config.healthz_timeout,
             stop_receiver.clone(),
         ));
         let small_export =
-            tokio::spawn(export_signal(config.otlp_grpc, config.signal_id.clone(), stop_receiver.clone()));
+            runtime.spawn(export_signal(config.otlp_grpc, config.signal_id.clone(), stop_receiver.clone()));
         let server = config.server_pid.map(|pid| {
-            tokio::spawn(sample_server(pid, config.rss_stop_bytes, Arc::clone(&guard), stop_receiver, started))
+            runtime.spawn(sample_server(pid, config.rss_stop_bytes, Arc::clone(&guard), stop_receiver, started))
         });
         Probes { started, stop, guard, get_metrics, get_metrics_new_connection, healthz, small_export, server }
     }
