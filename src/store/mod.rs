@@ -246,7 +246,12 @@ impl Store {
                         let found = shard.find(sample.key_hash, |key| key.equals(metric_name, batch.labels(sample)));
                         match found {
                             Some(idx) => idx,
-                            None => match self.insert_series(&mut shard, batch, sample, &mut metric_counter) {
+                            None => match self.insert_series(
+                                (&mut shard, run[0].0 as usize),
+                                batch,
+                                sample,
+                                &mut metric_counter,
+                            ) {
                                 Ok(idx) => {
                                     outcome.series_created += 1;
                                     idx
@@ -276,13 +281,13 @@ impl Store {
         outcome
     }
 
-    /// Creates the series of `sample` in `shard` (whose lock the caller holds), if the limits
+    /// Creates the series of `sample` in `shard` (whose lock the caller holds; with its index), if the limits
     /// allow: reserved in every count first, then inserted, which commits the reservation.
     /// `metric_counter`: the counter of the batch metric the previous new series was of, kept
     /// across calls so that a run of new series of one metric looks it up once.
     fn insert_series(
         &self,
-        shard: &mut Shard,
+        (shard, shard_idx): (&mut Shard, usize),
         batch: &DecodedBatch<'_>,
         sample: &DecodedSample,
         metric_counter: &mut Option<(u32, MetricCounter)>,
@@ -294,7 +299,7 @@ impl Store {
             *metric_counter = Some((sample.metric_idx, self.accounting.metric_counter(metric_name)));
         }
         let (_, counter) = metric_counter.as_ref().expect("filled above");
-        let reservation = self.accounting.reserve_series(key, counter, bytes)?;
+        let reservation = self.accounting.reserve_series(key, counter, shard_idx, bytes)?;
         #[cfg(test)]
         if metric_name == PANIC_METRIC_FOR_TESTS {
             panic!("fault injected for a test: a new series of {PANIC_METRIC_FOR_TESTS} after its reservation");
@@ -343,13 +348,14 @@ impl Store {
             return RestoreOutcome::Empty;
         }
         let key_hash = key.stable_hash();
-        let mut shard = self.shards[self.shard_idx(key_hash)].write();
+        let shard_idx = self.shard_idx(key_hash);
+        let mut shard = self.shards[shard_idx].write();
         let series_idx = match shard.find(key_hash, |stored| *stored == key) {
             Some(idx) => idx,
             None => {
                 let bytes = shard.new_series_bytes(&key);
                 let counter = self.accounting.metric_counter(key.metric_name());
-                match self.accounting.reserve_series(key, &counter, bytes) {
+                match self.accounting.reserve_series(key, &counter, shard_idx, bytes) {
                     Ok(reservation) => shard.insert(reservation, None, key_hash, kind),
                     Err(refusal) => return RestoreOutcome::Refused(refusal),
                 }
@@ -376,7 +382,11 @@ impl Store {
         end_ms: i64,
         mut visit: impl FnMut(&SeriesKey, SeriesWindow<'_>) -> ControlFlow<B>,
     ) -> ControlFlow<B> {
-        for (shard, walks) in self.shards.iter().zip(self.walks_under_way.iter()) {
+        // Only the shards that may hold its series: a query over a small metric takes one or two
+        // locks, not every shard's (each a chance to wait behind an append).
+        let shards = self.accounting.metric_shards(metric_name);
+        let candidates = self.shards.iter().zip(self.walks_under_way.iter()).enumerate();
+        for (_, (shard, walks)) in candidates.filter(|&(shard_idx, _)| shards.may_hold(shard_idx)) {
             // Counted before the first run's lock, so retention leaves tombstones instead of
             // shifting positions until the walk is over.
             let _walk = WalkUnderWay::start(walks);
@@ -399,9 +409,16 @@ impl Store {
         ControlFlow::Continue(())
     }
 
-    /// An upper bound of the series of `metric_name`: what a query over it may cost.
+    /// The series of `metric_name`: what a query over it may cost (read from the counts, not
+    /// the shards, so it takes no shard lock).
     pub fn metric_series_bound(&self, metric_name: &str) -> usize {
-        self.shards.iter().map(|shard| shard.read().metric_series_bound(metric_name)).sum()
+        self.accounting.metric_series_count(metric_name)
+    }
+
+    /// Postings of `metric_name` in every shard, tombstones included (for tests).
+    #[cfg(test)]
+    pub fn metric_postings_len(&self, metric_name: &str) -> usize {
+        self.shards.iter().map(|shard| shard.read().metric_postings_len(metric_name)).sum()
     }
 
     /// Up to `limit` series whose metric name is `metric_name`, or of every metric when `None`,

@@ -245,8 +245,9 @@ impl Shard {
         }
     }
 
-    /// Series of `metric_name` in this shard (tombstones included: an upper bound).
-    pub fn metric_series_bound(&self, metric_name: &str) -> usize {
+    /// Postings of `metric_name` in this shard, tombstones included (for tests).
+    #[cfg(test)]
+    pub fn metric_postings_len(&self, metric_name: &str) -> usize {
         self.postings.get(metric_name).map_or(0, |postings| postings.series_idxs.len())
     }
 

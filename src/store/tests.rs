@@ -135,7 +135,7 @@ fn a_walk_in_runs_visits_each_series_once_while_retention_and_appends_run() {
     // With no walk under way, retention removes the tombstones it left.
     store.drop_expired(i64::MAX / 2);
     assert_eq!(store.series_count(), 0);
-    assert_eq!(store.metric_series_bound("m"), 0);
+    assert_eq!(store.metric_postings_len("m"), 0, "no tombstone left");
 }
 
 #[test]
@@ -345,4 +345,26 @@ fn restore_applies_the_limits_of_ingest() {
     assert_eq!(restore(2), RestoreOutcome::Refused(SeriesRefusal::MetricSeriesLimit));
     assert_eq!(store.restore_series(key("m", 0), SeriesKind::Gauge, []), RestoreOutcome::Empty);
     assert_counts_in_step(&store);
+}
+
+#[test]
+fn a_walk_reads_only_the_shards_of_its_metric_and_finds_every_series() {
+    // More shards than bits in a shard set: shards 3 and 67 share a bit.
+    let store = Store::new(StoreConfig::new(100, 10_000, 60_000));
+    store.append(batch((0..300).map(|pod| (key("wide", pod), 1_000, 1.0))), 0);
+    store.append(batch([(key("solo", 7), 1_000, 2.0)]), 0);
+    let restored = store.restore_series(key("restored", 1), SeriesKind::Gauge, [(1_000, 3.0)]);
+    assert!(matches!(restored, RestoreOutcome::Restored { samples: 1 }));
+    let count = |metric| {
+        let mut seen = 0;
+        each_series(&store, metric, 0, |_, _| seen += 1);
+        seen
+    };
+    assert_eq!((count("wide"), count("solo"), count("restored"), count("missing")), (300, 1, 1, 0));
+    assert_eq!(store.metric_series_bound("wide"), 300);
+    // Forgotten once its series expire, then made again: its new series are found.
+    store.drop_expired(200_000);
+    assert_eq!((count("solo"), store.metric_series_bound("solo")), (0, 0));
+    store.append(batch([(key("solo", 8), 300_000, 4.0)]), 300_000);
+    assert_eq!(count("solo"), 1);
 }
