@@ -212,6 +212,10 @@ pub struct ServeArgs {
     /// Most series one `/api/v1/series` answer lists (its `limit` parameter may ask for fewer).
     #[arg(long, env = "OTELSCALE_MAX_SERIES_LIST", default_value_t = 10_000)]
     pub max_series_list: usize,
+    /// Most bytes of series keys (metric name and label strings) one `/api/v1/series` answer
+    /// lists; a listing stops at whichever of this and the series count comes first.
+    #[arg(long, env = "OTELSCALE_MAX_SERIES_LIST_BYTES", default_value_t = 16 << 20)]
+    pub max_series_list_bytes: usize,
     /// OTLP/gRPC endpoint (e.g. `http://otel-collector:4317`) the server pushes its own metrics to.
     #[arg(long, env = "OTELSCALE_SELF_OTLP_ENDPOINT")]
     pub self_otlp_endpoint: Option<String>,
@@ -331,6 +335,7 @@ pub struct Config {
     pub query_timeout: Duration,
     pub admin_query_concurrency: usize,
     pub series_list_max: usize,
+    pub series_list_bytes_max: usize,
 }
 
 /// What a connection may cost on any port, validated.
@@ -506,6 +511,7 @@ impl ServeArgs {
             query_timeout: self.query_timeout,
             admin_query_concurrency: positive("admin-query-concurrency", self.admin_query_concurrency)?,
             series_list_max: positive("max-series-list", self.max_series_list)?,
+            series_list_bytes_max: positive("max-series-list-bytes", self.max_series_list_bytes)?,
             tls,
             self_export,
             snapshot,

@@ -26,11 +26,14 @@ use crate::config::Config;
 use crate::outcome::PanicSite;
 use crate::panics;
 use crate::query::{Evaluation, QueryBudget, QueryCostError, QueryEngine, QueryError, QuerySpec};
-use crate::store::{SeriesSummary, Store};
+use crate::store::{ListLimits, SeriesSummary, Store};
 use crate::telemetry::Telemetry;
 
 /// Most series `/api/v1/series` lists when no `limit` is given (`--max-series-list` caps it).
 const SERIES_LIST_LIMIT_DEFAULT: usize = 1_000;
+/// Set on a `/api/v1/series` answer that stopped at a limit before the last matching series;
+/// its value names the limit.
+pub const SERIES_TRUNCATED_HEADER: &str = "otelscale-series-truncated";
 /// Series entries serialized into one chunk of a streamed `/api/v1/series` answer.
 const SERIES_PER_CHUNK: usize = 256;
 
@@ -223,16 +226,23 @@ async fn series(State(state): State<AdminState>, Query(params): Query<HashMap<St
         Err(busy) => return busy,
     };
     let metric_name = params.get("match").map(|name| crate::store::normalize_metric_name(name));
+    let limits = ListLimits { series_max: limit, key_bytes_max: state.config.series_list_bytes_max };
     let (store, telemetry) = (Arc::clone(&state.store), Arc::clone(&state.telemetry));
-    // A JSON array, a few hundred entries per chunk: the answer is never held whole.
+    // Listed first (held in memory up to `--max-series-list-bytes` of keys), so that the answer's
+    // head can say whether the list is complete; then serialized a few hundred entries per
+    // chunk: the JSON answer is never held whole.
+    let (listed_tx, listed) = tokio::sync::oneshot::channel();
     let (chunks, body) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(4);
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
         let streamed = panics::catch(&telemetry, PanicSite::Query, || {
-            let listed = store.list_series(metric_name.as_deref(), limit);
+            let listing = store.list_series(metric_name.as_deref(), limits);
+            if listed_tx.send(listing.truncated).is_err() {
+                return;
+            }
             let mut chunk = Vec::with_capacity(64 * 1024);
             chunk.push(b'[');
-            for (entry_idx, summary) in listed.iter().enumerate() {
+            for (entry_idx, summary) in listing.series.iter().enumerate() {
                 if entry_idx > 0 {
                     chunk.push(b',');
                 }
@@ -250,8 +260,18 @@ async fn series(State(state): State<AdminState>, Query(params): Query<HashMap<St
         // A panic ends the body early: the client sees a truncated answer, the server goes on.
         let _ = streamed;
     });
+    let Ok(truncated) = listed.await else {
+        // The listing panicked (counted by the panic policy).
+        return error_answer(StatusCode::INTERNAL_SERVER_ERROR, "listing the series failed".to_owned());
+    };
     let stream = tokio_stream::wrappers::ReceiverStream::new(body);
-    ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response()
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response();
+    if let Some(truncated) = truncated {
+        // Which limit cut the list short: `series_count` (`limit`, `--max-series-list`) or
+        // `key_bytes` (`--max-series-list-bytes`).
+        response.headers_mut().insert(SERIES_TRUNCATED_HEADER, header::HeaderValue::from_static(truncated.as_str()));
+    }
+    response
 }
 
 #[cfg(test)]

@@ -107,15 +107,16 @@ impl IngestWorkers {
         let (result_sender, result) = oneshot::channel::<Result<T, RunError>>();
         let telemetry = Arc::clone(&self.telemetry);
         let job: Job = Box::new(move || {
-            let _slot = slot;
             // The waiting future was dropped (tonic drops it when the gRPC deadline passes or the
             // call is cancelled), or the deadline passed in the queue: nobody wants the answer.
-            if result_sender.is_closed() || deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            let outcome = if result_sender.is_closed() || deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 telemetry.record_ingest_abandoned();
-                let _ = result_sender.send(Err(RunError::DeadlinePassed));
-                return;
-            }
-            let outcome = panics::catch(&telemetry, PanicSite::IngestWorker, work).map_err(RunError::from);
+                Err(RunError::DeadlinePassed)
+            } else {
+                panics::catch(&telemetry, PanicSite::IngestWorker, work).map_err(RunError::from)
+            };
+            // The slot is free (and uncounted) before the caller hears back.
+            drop(slot);
             let _ = result_sender.send(outcome);
         });
         // A permit guarantees a free slot, so this only fails when the workers are gone.

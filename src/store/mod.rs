@@ -130,6 +130,36 @@ pub struct SeriesSummary {
     pub last_timestamp_ms: Option<i64>,
 }
 
+/// How much one [`Store::list_series`] answer may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct ListLimits {
+    pub series_max: usize,
+    /// Bytes of the listed series' keys ([`SeriesKey::heap_bytes`]).
+    pub key_bytes_max: usize,
+}
+
+/// A listing of series, and whether (and by which limit) it stopped before the last match.
+#[derive(Debug)]
+pub struct SeriesListing {
+    pub series: Vec<SeriesSummary>,
+    pub truncated: Option<ListTruncation>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListTruncation {
+    SeriesCount,
+    KeyBytes,
+}
+
+impl ListTruncation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListTruncation::SeriesCount => "series_count",
+            ListTruncation::KeyBytes => "key_bytes",
+        }
+    }
+}
+
 /// A series as a snapshot reads it, under its shard's read lock.
 pub struct SeriesView<'a> {
     pub key: &'a SeriesKey,
@@ -421,27 +451,47 @@ impl Store {
         self.shards.iter().map(|shard| shard.read().metric_postings_len(metric_name)).sum()
     }
 
-    /// Up to `limit` series whose metric name is `metric_name`, or of every metric when `None`,
-    /// sorted by key. Shards are read in ranges of slots, one read-lock hold per range.
-    pub fn list_series(&self, metric_name: Option<&str>, limit: usize) -> Vec<SeriesSummary> {
-        let mut listed = Vec::new();
+    /// The series whose metric name is `metric_name` (normalized), or of every metric when
+    /// `None`, sorted by key, up to `limits`: a listing that reaches one stops there and says
+    /// which. Shards are read in ranges of slots, one read-lock hold per range; shards that
+    /// hold no series of `metric_name` are skipped.
+    pub fn list_series(&self, metric_name: Option<&str>, limits: ListLimits) -> SeriesListing {
+        let mut listing = SeriesListing { series: Vec::new(), truncated: None };
+        let mut key_bytes = 0usize;
+        let shards = metric_name.map(|name| self.accounting.metric_shards(name));
         for shard_idx in 0..self.shards.len() {
+            if listing.truncated.is_some() {
+                break;
+            }
+            if shards.is_some_and(|shards| !shards.may_hold(shard_idx)) {
+                continue;
+            }
             let mut next_slot = Some(0);
-            while let Some(first_slot) = next_slot.filter(|_| listed.len() < limit) {
+            while let Some(first_slot) = next_slot.filter(|_| listing.truncated.is_none()) {
                 next_slot = self.visit_shard_slots(shard_idx, first_slot, LIST_SLOTS_PER_LOCK, |series| {
-                    if listed.len() < limit && metric_name.is_none_or(|name| series.key.metric_name() == name) {
-                        listed.push(SeriesSummary {
-                            key: series.key.clone(),
-                            kind: series.kind,
-                            sample_count: series.chunks.iter().map(Chunk::len).sum(),
-                            last_timestamp_ms: series.chunks.back().and_then(Chunk::last_timestamp_ms),
-                        });
+                    if listing.truncated.is_some() || metric_name.is_some_and(|name| series.key.metric_name() != name) {
+                        return;
                     }
+                    if listing.series.len() == limits.series_max {
+                        listing.truncated = Some(ListTruncation::SeriesCount);
+                        return;
+                    }
+                    key_bytes += series.key.heap_bytes();
+                    if key_bytes > limits.key_bytes_max {
+                        listing.truncated = Some(ListTruncation::KeyBytes);
+                        return;
+                    }
+                    listing.series.push(SeriesSummary {
+                        key: series.key.clone(),
+                        kind: series.kind,
+                        sample_count: series.chunks.iter().map(Chunk::len).sum(),
+                        last_timestamp_ms: series.chunks.back().and_then(Chunk::last_timestamp_ms),
+                    });
                 });
             }
         }
-        listed.sort_by(|a, b| a.key.cmp(&b.key));
-        listed
+        listing.series.sort_by(|a, b| a.key.cmp(&b.key));
+        listing
     }
 
     /// Applies retention: drops samples older than `now_ms - retention_ms` chunk by chunk and the

@@ -178,9 +178,9 @@ fn retention_drops_old_samples_and_empty_series_then_reuses_slots() {
     let removed = store.drop_expired(now_ms + 20_000);
     assert_eq!(removed, 1);
     assert_eq!(store.series_count(), 1);
-    let listed = store.list_series(Some("m"), 10);
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].key.label_value("pod"), Some("p1"));
+    let listed = store.list_series(Some("m"), ListLimits { series_max: 10, key_bytes_max: 1 << 20 });
+    assert_eq!((listed.series.len(), listed.truncated), (1, None));
+    assert_eq!(listed.series[0].key.label_value("pod"), Some("p1"));
     // The freed slot takes new series again, up to the limit.
     let outcome = store
         .append(batch([(key("m", 7), now_ms + 20_000, 1.0), (key("m", 8), now_ms + 20_000, 1.0)]), now_ms + 20_000);
@@ -367,4 +367,25 @@ fn a_walk_reads_only_the_shards_of_its_metric_and_finds_every_series() {
     assert_eq!((count("solo"), store.metric_series_bound("solo")), (0, 0));
     store.append(batch([(key("solo", 8), 300_000, 4.0)]), 300_000);
     assert_eq!(count("solo"), 1);
+}
+
+#[test]
+fn a_listing_stops_at_its_series_count_or_key_bytes_and_says_which() {
+    let store = Store::new(config(1_000));
+    store.append(batch((0..100).map(|pod| (key("m", pod), 1_000, 1.0))), 0);
+    store.append(batch([(key("other", 1), 1_000, 1.0)]), 0);
+    let key_bytes = key("m", 10).heap_bytes();
+    let list = |series_max, key_bytes_max| store.list_series(Some("m"), ListLimits { series_max, key_bytes_max });
+    let all = list(100, 1 << 20);
+    assert_eq!((all.series.len(), all.truncated), (100, None));
+    assert!(all.series.windows(2).all(|pair| pair[0].key < pair[1].key), "sorted by key");
+    let by_count = list(99, 1 << 20);
+    assert_eq!((by_count.series.len(), by_count.truncated), (99, Some(ListTruncation::SeriesCount)));
+    // Keys of "m" pods 10..99 have the same size; ten of them fit in ten keys' bytes.
+    let by_bytes = list(100, 10 * key_bytes);
+    assert_eq!(by_bytes.truncated, Some(ListTruncation::KeyBytes));
+    assert!(by_bytes.series.iter().map(|summary| summary.key.heap_bytes()).sum::<usize>() <= 10 * key_bytes);
+    assert!((9..=10).contains(&by_bytes.series.len()), "{}", by_bytes.series.len());
+    let every_metric = store.list_series(None, ListLimits { series_max: 1_000, key_bytes_max: 1 << 20 });
+    assert_eq!(every_metric.series.len(), 101);
 }

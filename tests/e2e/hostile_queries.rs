@@ -145,12 +145,35 @@ async fn series_listings_are_capped_and_streamed() {
 
     let response = admin_get(&server, "/api/v1/series", &[("limit", "2000"), ("match", "big")]).await;
     assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["otelscale-series-truncated"], "series_count");
     // Streamed: no length known up front, the body comes in chunks.
     assert!(response.headers().get(reqwest::header::CONTENT_LENGTH).is_none());
     let listed: Vec<serde_json::Value> = response.json().await.unwrap();
     assert_eq!(listed.len(), 2_000);
     assert!(listed.windows(2).all(|pair| pair[0]["labels"]["pod"] != pair[1]["labels"]["pod"]));
     assert!(listed.iter().all(|entry| entry["metric"] == "big" && entry["samples"] == 1));
+
+    // Only the small metric's one series: complete, no truncation header.
+    let response = admin_get(&server, "/api/v1/series", &[("match", "small")]).await;
+    assert!(response.headers().get("otelscale-series-truncated").is_none());
+    assert_eq!(response.json::<Vec<serde_json::Value>>().await.unwrap().len(), 1);
+    assert_signal_answers(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn series_listings_stop_at_their_key_bytes_and_say_so() {
+    // About 800 bytes per `big` key: 100 kB of keys is about 125 series.
+    let server = TestServer::start_with(|config| config.series_list_bytes_max = 100_000).await;
+    seed(&server).await;
+    let response = admin_get(&server, "/api/v1/series", &[("limit", "2000"), ("match", "big")]).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["otelscale-series-truncated"], "key_bytes");
+    let body = response.bytes().await.unwrap();
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+    assert!((100..200).contains(&listed.len()), "{} series listed", listed.len());
+    // The JSON answer stays in proportion to the key bytes allowed.
+    assert!(body.len() < 200_000, "{} bytes", body.len());
     assert_signal_answers(&server).await;
     server.stop().await;
 }
