@@ -117,5 +117,38 @@ fn bench_query(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_query);
+/// A GetMetrics call's trigger: parsed from its metadata every time (before the trigger
+/// registry) against found in the registry (every poll after the first).
+fn bench_trigger_resolution(c: &mut Criterion) {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use otelscale::scaler::registry::TriggerRegistry;
+    use otelscale::scaler::TriggerSpec;
+    use otelscale::telemetry::Telemetry;
+
+    let metadata: HashMap<String, String> = [
+        ("metricQuery", r#"max(vllm:num_requests_waiting{model_name=~"model-00(1|2).*", namespace="serving"})"#),
+        ("operationOverTime", "avg"),
+        ("windowSeconds", "30"),
+        ("targetValue", "10"),
+        ("activationTargetValue", "1"),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value.to_owned()))
+    .collect();
+    let limits = QueryLimits::default();
+    let mut group = c.benchmark_group("trigger_resolution");
+    group.bench_function("parse_every_call", |b| {
+        b.iter(|| TriggerSpec::from_metadata(std::hint::black_box(&metadata), &limits, 300_000).unwrap())
+    });
+    let registry = TriggerRegistry::new(20_000, limits, 300_000, Arc::new(Telemetry::default()));
+    registry.resolve("serving", &metadata).unwrap();
+    group.bench_function("registry_hit", |b| {
+        b.iter(|| registry.resolve("serving", std::hint::black_box(&metadata)).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_query, bench_trigger_resolution);
 criterion_main!(benches);

@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// Most concurrent StreamIsActive streams.
     #[arg(long, env = "OTELSCALE_MAX_STREAMS", default_value_t = 10_000)]
     pub max_streams: usize,
+    /// Distinct triggers (namespace and metadata) kept parsed; up to twice as many are held
+    /// while the oldest are aged out.
+    #[arg(long, env = "OTELSCALE_MAX_TRIGGERS", default_value_t = 20_000)]
+    pub max_triggers: usize,
     /// Most concurrent connections on each listener.
     #[arg(long, env = "OTELSCALE_MAX_CONNECTIONS", default_value_t = 4_096)]
     pub max_connections: usize,
@@ -309,6 +313,7 @@ pub struct Config {
     pub metric_name_bytes_max: usize,
     pub future_skew_ms_max: i64,
     pub streams_max: usize,
+    pub triggers_max: usize,
     pub connections_max: usize,
     pub query_limits: QueryLimits,
     pub stream_resend_interval: Duration,
@@ -528,6 +533,7 @@ impl ServeArgs {
             metric_name_bytes_max: positive("max-metric-name-bytes", self.max_metric_name_bytes)?,
             future_skew_ms_max: duration_ms("max-future-skew", self.max_future_skew)?,
             streams_max,
+            triggers_max: positive("max-triggers", self.max_triggers)?,
             connections_max: positive("max-connections", self.max_connections)?,
             query_limits: QueryLimits {
                 query_bytes_max: positive("max-query-bytes", self.max_query_bytes)?,

@@ -67,6 +67,8 @@ pub struct Telemetry {
     query_duration: DurationHistogram,
     streams_open: AtomicI64,
     stream_messages_sent: AtomicU64,
+    triggers_known: AtomicI64,
+    trigger_parses: AtomicU64,
     series_expired: AtomicU64,
     snapshots: SnapshotTelemetry,
     self_exports: AtomicU64,
@@ -135,6 +137,20 @@ impl Telemetry {
 
     pub fn stream_closed(&self) {
         self.streams_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Triggers the registry holds now.
+    pub fn set_triggers_known(&self, known: usize) {
+        self.triggers_known.store(i64::try_from(known).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
+    /// Trigger metadata parsed (a call whose trigger the registry did not know).
+    pub fn trigger_parsed(&self) {
+        self.trigger_parses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn trigger_parses(&self) -> u64 {
+        self.trigger_parses.load(Ordering::Relaxed)
     }
 
     pub fn streams_open(&self) -> i64 {
@@ -292,6 +308,16 @@ impl Telemetry {
             "otelscale_stream_messages_sent_total",
             "IsActive messages sent on streams.",
             load(&self.stream_messages_sent),
+        ));
+        families.push(MetricFamily::gauge(
+            "otelscale_triggers_known",
+            "Distinct triggers (namespace and metadata) held parsed.",
+            GaugeValue::Int(self.triggers_known.load(Ordering::Relaxed)),
+        ));
+        families.push(MetricFamily::counter_value(
+            "otelscale_trigger_parses_total",
+            "Trigger metadata parsed: scaler calls whose trigger was not known yet (or not valid).",
+            load(&self.trigger_parses),
         ));
         families.push(MetricFamily::gauge(
             "otelscale_series",

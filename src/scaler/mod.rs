@@ -1,7 +1,8 @@
-//! KEDA's external scaler protocol: trigger metadata ([`trigger`]) and the gRPC service
-//! ([`service`]), which evaluates through [`crate::query::QueryEngine`]. **Invariant:** only this
+//! KEDA's external scaler protocol: trigger metadata ([`trigger`]), the registry of known
+//! triggers, each parsed once ([`registry`]), and the gRPC service ([`service`]), which evaluates through [`crate::query::QueryEngine`]. **Invariant:** only this
 //! module knows the KEDA protocol.
 
+pub mod registry;
 pub mod service;
 pub mod trigger;
 

@@ -18,6 +18,7 @@ use super::proto::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec, MetricValue,
     ScaledObjectRef,
 };
+use super::registry::{KnownTrigger, TriggerRegistry};
 use super::trigger::TriggerSpec;
 use crate::activity::ActivityHub;
 use crate::config::Config;
@@ -32,6 +33,7 @@ pub struct ScalerService {
     activity: Arc<ActivityHub>,
     config: Arc<Config>,
     stream_permits: Arc<Semaphore>,
+    triggers: Arc<TriggerRegistry>,
     query_budget: QueryBudget,
     /// Cancelled at shutdown: open streams end so the server can drain.
     shutdown: CancellationToken,
@@ -48,11 +50,19 @@ impl ScalerService {
         let stream_permits = Arc::new(Semaphore::new(config.streams_max));
         let engine = QueryEngine::new(store, Arc::clone(&telemetry));
         let query_budget = QueryBudget::from_config(&config);
-        ScalerService { engine, telemetry, activity, config, stream_permits, query_budget, shutdown }
+        let triggers = Arc::new(TriggerRegistry::new(
+            config.triggers_max,
+            config.query_limits,
+            config.retention_ms,
+            Arc::clone(&telemetry),
+        ));
+        ScalerService { engine, telemetry, activity, config, stream_permits, triggers, query_budget, shutdown }
     }
 
-    fn trigger(&self, scaled_object: &ScaledObjectRef) -> Result<TriggerSpec, Status> {
-        TriggerSpec::from_metadata(&scaled_object.scaler_metadata, &self.config.query_limits, self.config.retention_ms)
+    /// The trigger `scaled_object` names, parsed once for every call that names it.
+    fn trigger(&self, scaled_object: &ScaledObjectRef) -> Result<Arc<KnownTrigger>, Status> {
+        self.triggers
+            .resolve(&scaled_object.namespace, &scaled_object.scaler_metadata)
             .map_err(|err| Status::invalid_argument(err.to_string()))
     }
 
@@ -123,7 +133,7 @@ type IsActiveStream = Pin<Box<dyn Stream<Item = Result<IsActiveResponse, Status>
 impl ExternalScaler for ScalerService {
     async fn is_active(&self, request: Request<ScaledObjectRef>) -> Result<Response<IsActiveResponse>, Status> {
         let result = match self.trigger(request.get_ref()) {
-            Ok(trigger) => self.is_active(&trigger).await,
+            Ok(trigger) => self.is_active(&trigger.spec).await,
             Err(status) => Err(status),
         };
         let active = self.record(ScalerMethod::IsActive, result)?;
@@ -148,13 +158,13 @@ impl ExternalScaler for ScalerService {
         });
         let (trigger, permit) = self.record(ScalerMethod::StreamIsActive, opened)?;
         let (sender, receiver) = mpsc::channel(4);
-        let mut metric_changes = self.activity.subscribe(&trigger.query.query.metric_name);
+        let mut metric_changes = self.activity.subscribe(&trigger.spec.query.query.metric_name);
         let service = self.clone();
         let resend_interval = self.config.stream_resend_interval;
         tracing::info!(
             scaled_object = %scaled_object.name,
             namespace = %scaled_object.namespace,
-            metric_query = %trigger.query.query_text,
+            metric_query = %trigger.spec.query.query_text,
             "StreamIsActive opened"
         );
         crate::panics::spawn_catching(Arc::clone(&self.telemetry), crate::outcome::PanicSite::Stream, async move {
@@ -165,7 +175,7 @@ impl ExternalScaler for ScalerService {
             let mut resend_at = tokio::time::Instant::now();
             loop {
                 // With --no-match-is-error a stream reports "inactive" rather than closing.
-                let active = service.is_active(&trigger).await.unwrap_or(false);
+                let active = service.is_active(&trigger.spec).await.unwrap_or(false);
                 let now = tokio::time::Instant::now();
                 if last_sent != Some(active) || now >= resend_at {
                     // A client with a zero flow-control window fills the channel: shutdown must
@@ -199,9 +209,9 @@ impl ExternalScaler for ScalerService {
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
         let result = self.trigger(request.get_ref()).map(|trigger| GetMetricSpecResponse {
             metric_specs: vec![MetricSpec {
-                metric_name: trigger.metric_name.clone(),
-                target_size: ceiling_i64(trigger.target_value),
-                target_size_float: trigger.target_value,
+                metric_name: trigger.spec.metric_name.clone(),
+                target_size: ceiling_i64(trigger.spec.target_value),
+                target_size_float: trigger.spec.target_value,
             }],
         });
         Ok(Response::new(self.record(ScalerMethod::GetMetricSpec, result)?))
@@ -215,9 +225,12 @@ impl ExternalScaler for ScalerService {
                 .as_ref()
                 .ok_or_else(|| Status::invalid_argument("GetMetricsRequest.scaledObjectRef is required"))?;
             let trigger = self.trigger(scaled_object)?;
-            let value = self.trigger_value(&trigger).await?;
-            let metric_name =
-                if request.metric_name.is_empty() { trigger.metric_name.clone() } else { request.metric_name.clone() };
+            let value = self.trigger_value(&trigger.spec).await?;
+            let metric_name = if request.metric_name.is_empty() {
+                trigger.spec.metric_name.clone()
+            } else {
+                request.metric_name.clone()
+            };
             Ok(GetMetricsResponse {
                 metric_values: vec![MetricValue {
                     metric_name,

@@ -246,3 +246,33 @@ async fn stream_resends_periodically_and_streams_are_limited() {
     drop(stream);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_trigger_is_parsed_once_for_every_call_that_names_it() {
+    let server = TestServer::start().await;
+    push_training_fleet(&server).await;
+    let mut client = server.scaler_client().await;
+    // GetMetrics, IsActive and GetMetricSpec of one ScaledObject's trigger, polled a few times.
+    for _ in 0..5 {
+        let value = server.get_metric_value(TOKENS_TRIGGER).await.unwrap();
+        assert!(value > 0.0, "{value}");
+        client.is_active(scaled_object(TOKENS_TRIGGER)).await.unwrap();
+        client.get_metric_spec(scaled_object(TOKENS_TRIGGER)).await.unwrap();
+    }
+    assert_eq!(server.metric("otelscale_trigger_parses_total").await, 1.0);
+    assert_eq!(server.metric("otelscale_triggers_known").await, 1.0);
+    // The same metadata in another namespace is another trigger; invalid metadata is parsed
+    // (and refused) on every call, never kept.
+    let mut elsewhere = scaled_object(TOKENS_TRIGGER);
+    elsewhere.namespace = "other-team".into();
+    client.is_active(elsewhere.clone()).await.unwrap();
+    client.is_active(elsewhere).await.unwrap();
+    let broken = [("metricQuery", "avg(m{"), ("targetValue", "1")];
+    for _ in 0..2 {
+        let status = client.is_active(scaled_object(&broken)).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+    }
+    assert_eq!(server.metric("otelscale_trigger_parses_total").await, 4.0);
+    assert_eq!(server.metric("otelscale_triggers_known").await, 2.0);
+    server.stop().await;
+}
