@@ -10,7 +10,7 @@ use otelscale_loadgen::client::Transport;
 use otelscale_loadgen::keda::HpaPolicy;
 use otelscale_loadgen::report::{self, RunContext};
 use otelscale_loadgen::scenarios::hostile::{self, payloads::LargeLabels, Attack};
-use otelscale_loadgen::scenarios::{fleet, latency, scale_sim, throughput};
+use otelscale_loadgen::scenarios::{fleet, latency, scale_sim, throughput, triggers};
 use otelscale_loadgen::shapes::FleetShape;
 
 #[derive(Debug, Parser)]
@@ -130,6 +130,45 @@ enum Scenario {
         /// Background load before the first probe (0s measures from a cold store).
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         warmup: Duration,
+    },
+    /// What standing triggers cost: a multi-model fleet's pushes alone, then with one stream per
+    /// model and polled triggers; server CPU, GetMetrics latency and push → activation.
+    Triggers {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long, value_enum, default_value_t = Transport::Http)]
+        transport: Transport,
+        /// The server's pid, to measure its CPU in each phase.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        #[arg(long, default_value_t = 2_000)]
+        models: usize,
+        #[arg(long, default_value_t = 8)]
+        pods: usize,
+        /// Requests per second the fleet's points are spread over.
+        #[arg(long, default_value_t = 50)]
+        requests_per_s: usize,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// StreamIsActive streams, one per model (at most --models).
+        #[arg(long, default_value_t = 2_000)]
+        streams: usize,
+        /// Triggers polled with GetMetrics and IsActive.
+        #[arg(long, default_value_t = 0)]
+        polled_triggers: usize,
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        poll_interval: Duration,
+        /// Models whose gauge this run flips to measure push → activation.
+        #[arg(long, default_value_t = 4)]
+        probe_models: usize,
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        /// The pushes-only phase.
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        baseline: Duration,
+        /// The phase with the triggers.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
     },
     /// Replay a load ramp and compare push (otelscale) and pull (Prometheus + KEDA) decisions.
     ScaleSim {
@@ -369,6 +408,42 @@ async fn main() -> anyhow::Result<()> {
             };
             let result = latency::run(&config).await?;
             finish(&common, "latency", &result, &result.markdown())
+        }
+        Scenario::Triggers {
+            common,
+            transport,
+            server_pid,
+            models,
+            pods,
+            requests_per_s,
+            connections,
+            streams,
+            polled_triggers,
+            poll_interval,
+            probe_models,
+            warmup,
+            baseline,
+            duration,
+        } => {
+            let config = triggers::TriggersConfig {
+                transport,
+                otlp_addr: common.otlp_addr(transport),
+                scaler_addr: common.scaler,
+                server_pid,
+                models,
+                pods,
+                requests_per_s,
+                connections,
+                streams,
+                polled_triggers,
+                poll_interval,
+                probe_models,
+                warmup,
+                baseline,
+                duration,
+            };
+            let result = triggers::run(&config).await?;
+            finish(&common, "triggers", &result, &result.markdown())
         }
         Scenario::ScaleSim {
             common,

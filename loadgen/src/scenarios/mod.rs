@@ -5,3 +5,4 @@ pub mod hostile;
 pub mod latency;
 pub mod scale_sim;
 pub mod throughput;
+pub mod triggers;
