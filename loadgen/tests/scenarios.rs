@@ -10,7 +10,7 @@ use otelscale_loadgen::client::Transport;
 use otelscale_loadgen::keda::HpaPolicy;
 use otelscale_loadgen::report::{self, RunContext};
 use otelscale_loadgen::scenarios::hostile::{self, payloads::LargeLabels, Attack};
-use otelscale_loadgen::scenarios::{fleet, latency, scale_sim, throughput};
+use otelscale_loadgen::scenarios::{fleet, latency, scale_sim, throughput, triggers};
 use otelscale_loadgen::server_metrics;
 use otelscale_loadgen::shapes::FleetShape;
 use tokio::net::TcpListener;
@@ -313,4 +313,38 @@ async fn hostile_measures_a_baseline_and_each_attack() {
         assert!(markdown.contains(expected), "{expected} missing from\n{markdown}");
     }
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_open_every_stream_poll_every_trigger_and_see_probes_activate() {
+    let _shared = CPU.read().await;
+    let server = start_server().await;
+    let config = triggers::TriggersConfig {
+        transport: Transport::Http,
+        otlp_addr: server.otlp_http,
+        scaler_addr: server.scaler,
+        // The test runs in this process: its CPU is measured as the "server's".
+        server_pid: Some(std::process::id()),
+        models: 40,
+        pods: 2,
+        requests_per_s: 10,
+        connections: 2,
+        streams: 40,
+        polled_triggers: 20,
+        poll_interval: Duration::from_millis(500),
+        probe_models: 2,
+        warmup: Duration::from_millis(300),
+        baseline: Duration::from_millis(1_000),
+        duration: Duration::from_millis(2_000),
+    };
+    let result = triggers::run(&config).await.unwrap();
+    assert_eq!((result.series, result.streams_failed, result.polled_failures), (160, 0, 0));
+    assert_eq!((result.without_triggers.pushes_failed, result.with_triggers.pushes_failed), (0, 0));
+    assert!(result.with_triggers.pushes_sent >= 10, "{}", result.with_triggers.pushes_sent);
+    // 20 triggers every 0.5 s for 2 s, two calls each: about 160 calls.
+    assert!(result.polled_calls.samples >= 80, "{}", result.polled_calls.samples);
+    assert!(result.push_to_activation.samples >= 2 && result.activation_timeouts == 0, "{:?}", result.push_to_activation);
+    assert!(result.with_triggers.get_metrics.samples > 10);
+    assert!(result.with_triggers.server_cores.is_some_and(|cores| cores > 0.0));
+    assert!(result.markdown().contains("cores the triggers add"));
 }
