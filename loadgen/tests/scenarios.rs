@@ -343,7 +343,11 @@ async fn triggers_open_every_stream_poll_every_trigger_and_see_probes_activate()
     assert!(result.with_triggers.pushes_sent >= 10, "{}", result.with_triggers.pushes_sent);
     // 20 triggers every 0.5 s for 2 s, two calls each: about 160 calls.
     assert!(result.polled_calls.samples >= 80, "{}", result.polled_calls.samples);
-    assert!(result.push_to_activation.samples >= 2 && result.activation_timeouts == 0, "{:?}", result.push_to_activation);
+    assert!(
+        result.push_to_activation.samples >= 2 && result.activation_timeouts == 0,
+        "{:?}",
+        result.push_to_activation
+    );
     assert!(result.with_triggers.get_metrics.samples > 10);
     assert!(result.with_triggers.server_cores.is_some_and(|cores| cores > 0.0));
     assert!(result.markdown().contains("cores the triggers add"));

@@ -277,7 +277,10 @@ async fn measure_phase(
 
 pub async fn run(config: &TriggersConfig) -> anyhow::Result<TriggersResult> {
     anyhow::ensure!(config.models > 0 && config.pods > 0, "--models and --pods must be at least 1");
-    anyhow::ensure!(config.requests_per_s > 0 && config.connections > 0, "--requests-per-s and --connections must be at least 1");
+    anyhow::ensure!(
+        config.requests_per_s > 0 && config.connections > 0,
+        "--requests-per-s and --connections must be at least 1"
+    );
     anyhow::ensure!(config.streams <= config.models, "--streams is at most --models (one stream per model)");
     let bodies = fleet_bodies(config.models, config.pods, config.requests_per_s.min(config.models));
     let mut senders = Vec::new();
@@ -318,7 +321,8 @@ pub async fn run(config: &TriggersConfig) -> anyhow::Result<TriggersResult> {
     }
     let (arrivals, arrived) = mpsc::unbounded_channel::<(usize, bool, Instant)>();
     for (probe_idx, model) in probe_models.iter().enumerate() {
-        let mut stream = scaler.clone().stream_is_active(gauge_trigger(&format!("probe-{probe_idx}"), model)).await?.into_inner();
+        let mut stream =
+            scaler.clone().stream_is_active(gauge_trigger(&format!("probe-{probe_idx}"), model)).await?.into_inner();
         let arrivals = arrivals.clone();
         stream_tasks.push(tokio::spawn(async move {
             while let Ok(Some(message)) = stream.message().await {
@@ -334,8 +338,7 @@ pub async fn run(config: &TriggersConfig) -> anyhow::Result<TriggersResult> {
     // Streams send their first state at once; let them settle before measuring.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let messages_before = stream_messages.load(Ordering::Relaxed);
-    let activations =
-        tokio::spawn(measure_activations(probe_sender, probe_models.clone(), arrived, config.duration));
+    let activations = tokio::spawn(measure_activations(probe_sender, probe_models.clone(), arrived, config.duration));
     let with_triggers = measure_phase(config, &probe_trigger, &counts, config.duration).await;
     let stream_messages = stream_messages.load(Ordering::Relaxed) - messages_before;
     let (push_to_activation, activation_timeouts) = activations.await?;
