@@ -459,7 +459,7 @@ async fn measure_activations(
     while started.elapsed() < length {
         let probe_idx = flip % probe_models.len();
         // Each probe alternates: above the threshold on its odd flips, back to 0 on its even ones.
-        let active = (flip / probe_models.len()) % 2 == 0;
+        let active = (flip / probe_models.len()).is_multiple_of(2);
         let value = if active { ACTIVATION * 2.0 } else { 0.0 };
         let pushed_at = Instant::now();
         if sender.send(request(vec![point(&probe_models[probe_idx], "probe-pod", value)], Vec::new())).await.is_err() {
