@@ -150,5 +150,59 @@ fn bench_trigger_resolution(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_query, bench_trigger_resolution);
+/// A selective query over a metric with 1 M series (125,000 models × 8 pods, one sample each):
+/// `max(vllm:num_requests_waiting{model_name="model-000017"})` matches 8 series. Evaluated
+/// through the label index (`evaluate`) and, for the ratio in the same run, by the full walk of
+/// the metric that evaluation did before the index (every series' key checked).
+fn bench_selective_query(c: &mut Criterion) {
+    const SERIES: usize = 1_000_000;
+    const PODS: usize = 8;
+    let store = Store::new(StoreConfig::new(4, SERIES, 600_000));
+    let build_started = Instant::now();
+    for first in (0..SERIES).step_by(100_000) {
+        let samples = (first..first + 100_000)
+            .map(|series_idx| {
+                let labels = vec![
+                    LabelPair::new("model_name", format!("model-{:06}", series_idx / PODS)),
+                    LabelPair::new("pod", format!("pod-{series_idx}")),
+                ];
+                let key = SeriesKey::new("vllm:num_requests_waiting", labels);
+                BatchSample::new(key, SeriesKind::Gauge, NOW_MS - 1_000, (series_idx % PODS) as f64)
+            })
+            .collect();
+        store.append(SampleBatch { samples }, NOW_MS);
+    }
+    println!(
+        "selective: {SERIES} series built in {:.1} s, heap_bytes {:.1} B/series",
+        build_started.elapsed().as_secs_f64(),
+        store.heap_bytes() as f64 / SERIES as f64
+    );
+    let query =
+        parse_metric_query(r#"max(vllm:num_requests_waiting{model_name="model-000017"})"#, &QueryLimits::default())
+            .unwrap();
+    let evaluation = evaluate(&store, &query, WindowOp::LastOne, 60_000, NOW_MS);
+    assert_eq!((evaluation.matched_series, evaluation.value), (PODS, Some((PODS - 1) as f64)));
+    let full_walk = || {
+        let mut matched = 0usize;
+        let walked: std::ops::ControlFlow<()> =
+            store.visit_metric("vllm:num_requests_waiting", NOW_MS - 60_000, NOW_MS, |key, _| {
+                if otelscale::query::eval::series_matches(&query, key) {
+                    matched += 1;
+                }
+                std::ops::ControlFlow::Continue(())
+            });
+        assert!(walked.is_continue());
+        matched
+    };
+    assert_eq!(full_walk(), PODS);
+    let mut group = c.benchmark_group("selective_query");
+    group.sample_size(10);
+    group.bench_function("8_of_1m_series_label_index", |b| {
+        b.iter(|| evaluate(&store, &query, WindowOp::LastOne, 60_000, NOW_MS))
+    });
+    group.bench_function("8_of_1m_series_full_walk", |b| b.iter(full_walk));
+    group.finish();
+}
+
+criterion_group!(benches, bench_query, bench_trigger_resolution, bench_selective_query);
 criterion_main!(benches);

@@ -410,39 +410,86 @@ impl Store {
         metric_name: &str,
         start_ms: i64,
         end_ms: i64,
+        visit: impl FnMut(&SeriesKey, SeriesWindow<'_>) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        self.visit_metric_with_labels(metric_name, &[], start_ms, end_ms, visit)
+    }
+
+    /// As [`Store::visit_metric`], but may leave out series that lack one of `labels` (name,
+    /// value; a value must not be empty): in each shard, the label index gives the candidates
+    /// (the shortest of the labels' postings) when they are fewer than the metric's series, so
+    /// a query costs what it matches, not what its metric holds. Every series of the metric
+    /// with all of `labels` is visited as `visit_metric` would; others may be visited too (the
+    /// caller checks its matchers on each key). Candidates are read under one hold of the
+    /// shard's read lock and visited in runs of [`VISIT_SERIES_PER_LOCK`].
+    pub fn visit_metric_with_labels<B>(
+        &self,
+        metric_name: &str,
+        labels: &[(&str, &str)],
+        start_ms: i64,
+        end_ms: i64,
         mut visit: impl FnMut(&SeriesKey, SeriesWindow<'_>) -> ControlFlow<B>,
     ) -> ControlFlow<B> {
+        debug_assert!(
+            labels.iter().all(|(_, value)| !value.is_empty()),
+            "an empty value matches series without the label"
+        );
         // Only the shards that may hold its series: a query over a small metric takes one or two
         // locks, not every shard's (each a chance to wait behind an append).
         let shards = self.accounting.metric_shards(metric_name);
-        let candidates = self.shards.iter().zip(self.walks_under_way.iter()).enumerate();
-        for (_, (shard, walks)) in candidates.filter(|&(shard_idx, _)| shards.may_hold(shard_idx)) {
-            // Counted before the first run's lock, so retention leaves tombstones instead of
-            // shifting positions until the walk is over.
-            let _walk = WalkUnderWay::start(walks);
-            let mut position = 0;
-            loop {
-                let run = shard.read().visit_metric_run(
-                    metric_name,
-                    position,
-                    VISIT_SERIES_PER_LOCK,
-                    (start_ms, end_ms),
-                    &mut visit,
-                );
-                match run {
-                    RunEnd::Next(next_position) => position = next_position,
-                    RunEnd::Done => break,
-                    RunEnd::Stopped(stop) => return ControlFlow::Break(stop),
+        for shard_idx in (0..self.shards.len()).filter(|&shard_idx| shards.may_hold(shard_idx)) {
+            let shard = &self.shards[shard_idx];
+            let candidates = if labels.is_empty() { None } else { shard.read().label_candidates(metric_name, labels) };
+            match candidates {
+                Some(candidates) => {
+                    for run in candidates.chunks(VISIT_SERIES_PER_LOCK) {
+                        shard.read().visit_candidates(metric_name, run, (start_ms, end_ms), &mut visit)?;
+                    }
                 }
+                None => self.visit_shard_metric(shard_idx, metric_name, (start_ms, end_ms), &mut visit)?,
             }
         }
         ControlFlow::Continue(())
+    }
+
+    /// Every series of `metric_name` in shard `shard_idx`, by postings position in runs.
+    fn visit_shard_metric<B>(
+        &self,
+        shard_idx: usize,
+        metric_name: &str,
+        window: (i64, i64),
+        visit: &mut impl FnMut(&SeriesKey, SeriesWindow<'_>) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        // Counted before the first run's lock, so retention leaves tombstones instead of
+        // shifting positions until the walk is over.
+        let _walk = WalkUnderWay::start(&self.walks_under_way[shard_idx]);
+        let mut position = 0;
+        loop {
+            let run = self.shards[shard_idx].read().visit_metric_run(
+                metric_name,
+                position,
+                VISIT_SERIES_PER_LOCK,
+                window,
+                visit,
+            );
+            match run {
+                RunEnd::Next(next_position) => position = next_position,
+                RunEnd::Done => return ControlFlow::Continue(()),
+                RunEnd::Stopped(stop) => return ControlFlow::Break(stop),
+            }
+        }
     }
 
     /// The series of `metric_name`: what a query over it may cost (read from the counts, not
     /// the shards, so it takes no shard lock).
     pub fn metric_series_bound(&self, metric_name: &str) -> usize {
         self.accounting.metric_series_count(metric_name)
+    }
+
+    /// Panics unless every shard's label index is exact (for tests).
+    #[cfg(test)]
+    pub fn check_label_index(&self) {
+        self.shards.iter().for_each(|shard| shard.read().check_label_index());
     }
 
     /// Postings of `metric_name` in every shard, tombstones included (for tests).

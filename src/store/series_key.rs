@@ -243,6 +243,24 @@ impl SeriesKey {
         })
     }
 
+    /// The metric name and each label's name and value as bytes, in canonical order, without
+    /// the UTF-8 check of [`SeriesKey::labels`] (for hashing).
+    pub fn label_bytes(&self) -> (&[u8], impl Iterator<Item = (&[u8], &[u8])> + '_) {
+        let blob = &self.blob[..];
+        let metric_len = read_u32(blob, 0);
+        let strings_start = self.strings_start();
+        let mut offset = strings_start + metric_len;
+        let labels = (0..self.n_labels()).map(move |label_idx| {
+            let header = HEADER_BYTES + label_idx * LABEL_HEADER_BYTES;
+            let (name_len, value_len) = (read_u32(blob, header), read_u32(blob, header + 4));
+            let name = &blob[offset..offset + name_len];
+            let value = &blob[offset + name_len..offset + name_len + value_len];
+            offset += name_len + value_len;
+            (name, value)
+        });
+        (&blob[strings_start..strings_start + metric_len], labels)
+    }
+
     pub fn label_count(&self) -> usize {
         self.n_labels()
     }

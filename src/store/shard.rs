@@ -52,9 +52,61 @@ pub(super) enum RunEnd<B> {
     Stopped(B),
 }
 /// Bytes a series holds besides its key and chunks, as counted against `--max-store-bytes`:
-/// its slot, its index entry (slot number and control byte) and its postings entry.
+/// its slot, its index entry (slot number and control byte) and its postings entry; plus
+/// [`LABEL_INDEX_BYTES_PER_LABEL`] per label.
 pub(super) const SERIES_BYTES: usize =
     std::mem::size_of::<Option<Series>>() + std::mem::size_of::<SeriesIdx>() + 1 + std::mem::size_of::<SeriesIdx>();
+
+/// Bytes one label of a series is counted for in the label index: its position, and a postings
+/// list of its own (map key, list, control byte). A label shared with other series shares
+/// their list and takes less (4 bytes in it); the count is an upper bound, the same at insert
+/// and removal.
+pub(super) const LABEL_INDEX_BYTES_PER_LABEL: usize =
+    std::mem::size_of::<u32>() + std::mem::size_of::<u64>() + std::mem::size_of::<LabelPostings>() + 1;
+
+/// Bytes a series with `key` holds besides its key and chunks.
+pub(super) fn series_bytes(key: &SeriesKey) -> usize {
+    SERIES_BYTES + key.label_count() * LABEL_INDEX_BYTES_PER_LABEL
+}
+
+/// Seed of [`label_posting_hash`].
+const LABEL_POSTING_SEED: u64 = 0x6c61_6265_6c5f_6978;
+
+/// The label index's key of one label (`name`, `value`) of a series of the metric whose
+/// [`metric_name_hash`] is `metric_hash`. Two pairs may share a key (their postings merge):
+/// readers of the index check every candidate against its key, so a shared key costs time,
+/// never a wrong answer.
+fn label_posting_hash(metric_hash: u64, name: &[u8], value: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = foldhash::fast::FixedState::with_seed(LABEL_POSTING_SEED).build_hasher();
+    hasher.write_u64(metric_hash);
+    hasher.write(name);
+    hasher.write(value);
+    hasher.finish()
+}
+
+/// The hash of a metric name in the label index's keys.
+fn metric_posting_hash(metric_name: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = foldhash::fast::FixedState::with_seed(LABEL_POSTING_SEED).build_hasher();
+    hasher.write(metric_name);
+    hasher.finish()
+}
+
+/// The label index keys of `key`'s labels, in the key's label order (read as bytes: no UTF-8
+/// check on this path).
+fn label_posting_hashes(key: &SeriesKey) -> impl Iterator<Item = u64> + '_ {
+    let (metric_name, labels) = key.label_bytes();
+    let metric_hash = metric_posting_hash(metric_name);
+    labels.map(move |(name, value)| label_posting_hash(metric_hash, name, value))
+}
+
+/// One label's postings. Most labels that tell series apart (a pod, a GPU) are on one or two
+/// series: those lists live inline, without an allocation of their own.
+type LabelPostings = smallvec::SmallVec<[SeriesIdx; 2]>;
+
+/// A series' label index keys, on the stack for up to 16 labels.
+type LabelHashes = smallvec::SmallVec<[u64; 16]>;
 
 /// Bytes a chunk holds, as counted against `--max-store-bytes`: its block and its place in the
 /// series' chunk queue. Spare chunks count too: the store holds them.
@@ -68,6 +120,9 @@ pub(super) struct Series {
     pub chunks: VecDeque<Chunk>,
     /// Position of this series in its metric's postings.
     postings_pos: u32,
+    /// Position of this series in the label index's postings of each of its labels (in the
+    /// key's label order).
+    label_positions: Box<[u32]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +185,11 @@ pub(super) struct Shard {
     postings: hashbrown::HashMap<Box<str>, MetricPostings, foldhash::fast::FixedState>,
     /// Tombstones in all of `postings`.
     tombstones: usize,
+    /// The label index: [`label_posting_hash`] of (metric, label name, label value) → the slots
+    /// of the series with that label, in no order. Kept exact on every insert and removal (a
+    /// removal fills its place with the list's last entry), so it needs no tombstones: a walk
+    /// copies the candidates it needs under the lock.
+    label_postings: hashbrown::HashMap<u64, LabelPostings, foldhash::fast::FixedState>,
     spare_chunks: Vec<Chunk>,
 }
 
@@ -152,7 +212,7 @@ impl Shard {
     /// series and, unless a spare one is left, its first chunk.
     pub fn new_series_bytes(&self, key: &SeriesKey) -> usize {
         let chunk_bytes = if self.spare_chunks.is_empty() { CHUNK_BYTES } else { 0 };
-        key.heap_bytes() + SERIES_BYTES + chunk_bytes
+        key.heap_bytes() + series_bytes(key) + chunk_bytes
     }
 
     /// Adds the series of `reservation`'s key (made for [`Shard::new_series_bytes`] of it),
@@ -167,7 +227,7 @@ impl Shard {
         kind: SeriesKind,
     ) -> SeriesIdx {
         debug_assert!(self.find(key_hash, |stored| stored == reservation.key()).is_none());
-        let Shard { index, slots, free_slots, postings, spare_chunks, .. } = self;
+        let Shard { index, slots, free_slots, postings, spare_chunks, label_postings, .. } = self;
         // Room first: whatever may allocate (or fail) happens before anything is visible, but
         // for a new metric's (empty) postings list.
         let free_slot = free_slots.last().copied();
@@ -180,11 +240,23 @@ impl Shard {
         let series_idxs = &mut postings.entry_ref(metric_name).or_insert_with(MetricPostings::default).series_idxs;
         series_idxs.reserve(1);
         let postings_pos = u32::try_from(series_idxs.len()).expect("series per shard fit in u32");
+        let label_hashes: LabelHashes = label_posting_hashes(reservation.key()).collect();
+        // Room in the map for a list per label; a list's own push allocates at most (and an
+        // allocation failure aborts, it does not unwind).
+        label_postings.reserve(label_hashes.len());
+        let mut label_positions = vec![0u32; label_hashes.len()].into_boxed_slice();
         let mut chunks = VecDeque::with_capacity(1);
         chunks.push_back(spare_chunks.pop().unwrap_or_else(Chunk::with_capacity));
-        // Then the steps that cannot fail: counts, slot, index, postings.
+        // Then the steps that cannot fail: counts, slot, index, postings, label postings.
         let key = reservation.commit();
-        let series = Series { key, key_hash, kind, chunks, postings_pos };
+        let idx = free_slot.unwrap_or(slots.len() as SeriesIdx);
+        for (position, &hash) in label_positions.iter_mut().zip(&label_hashes) {
+            let list = label_postings.entry(hash).or_default();
+            // A list holds at most one entry per label of every series of the shard.
+            *position = list.len() as u32;
+            list.push(idx);
+        }
+        let series = Series { key, key_hash, kind, chunks, postings_pos, label_positions };
         let idx = match free_slot {
             Some(idx) => {
                 free_slots.pop();
@@ -243,6 +315,23 @@ impl Shard {
         } else {
             RunEnd::Done
         }
+    }
+
+    /// Panics unless the label index lists exactly the live series' labels, each at the
+    /// position the series records (for tests).
+    #[cfg(test)]
+    pub fn check_label_index(&self) {
+        let mut entries = 0;
+        for (idx, series) in self.slots.iter().enumerate() {
+            let Some(series) = series else { continue };
+            for (hash, &position) in label_posting_hashes(&series.key).zip(series.label_positions.iter()) {
+                let list = self.label_postings.get(&hash).expect("a live series' label is indexed");
+                assert_eq!(list.get(position as usize), Some(&(idx as SeriesIdx)), "series {idx} at its position");
+                entries += 1;
+            }
+        }
+        assert_eq!(self.label_postings.values().map(|list| list.len()).sum::<usize>(), entries, "no stale entry");
+        assert!(self.label_postings.values().all(|list| !list.is_empty()), "no empty list kept");
     }
 
     /// Postings of `metric_name` in this shard, tombstones included (for tests).
@@ -305,11 +394,88 @@ impl Shard {
         (series_removed, (end_slot < self.slots.len()).then_some(end_slot))
     }
 
+    /// Calls `visit` with each live series of `metric_name` among `candidates` (slots), each
+    /// with a window over its samples stamped in `start_ms..=end_ms`, until `visit` breaks.
+    pub fn visit_candidates<B>(
+        &self,
+        metric_name: &str,
+        candidates: &[SeriesIdx],
+        (start_ms, end_ms): (i64, i64),
+        visit: &mut impl FnMut(&SeriesKey, SeriesWindow<'_>) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        for &idx in candidates {
+            let Some(series) = self.slots.get(idx as usize).and_then(Option::as_ref) else { continue };
+            // The slot may have been given to another metric's series since the candidates
+            // were read.
+            if series.key.metric_name() != metric_name {
+                continue;
+            }
+            visit(&series.key, SeriesWindow::new(series.kind, &series.chunks, start_ms, end_ms))?;
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The slots that may hold the series of `metric_name` with every label of `labels`
+    /// (name, value; values not empty), sorted and without repeats: the shortest of the labels'
+    /// postings, or `None` when the metric's own postings are not longer (then a walk of the
+    /// metric costs no more). Empty when a label is on no series of the metric here.
+    pub fn label_candidates(&self, metric_name: &str, labels: &[(&str, &str)]) -> Option<Vec<SeriesIdx>> {
+        let metric_hash = metric_posting_hash(metric_name.as_bytes());
+        let mut shortest: Option<&LabelPostings> = None;
+        for &(name, value) in labels {
+            let hash = label_posting_hash(metric_hash, name.as_bytes(), value.as_bytes());
+            let Some(list) = self.label_postings.get(&hash) else {
+                return Some(Vec::new());
+            };
+            if shortest.is_none_or(|shortest| list.len() < shortest.len()) {
+                shortest = Some(list);
+            }
+        }
+        let shortest = shortest?;
+        let metric_series = self.postings.get(metric_name).map_or(0, |postings| postings.series_idxs.len());
+        if shortest.len() >= metric_series {
+            return None;
+        }
+        let mut candidates = shortest.to_vec();
+        candidates.sort_unstable();
+        candidates.dedup();
+        Some(candidates)
+    }
+
+    /// Takes `idx`'s entries out of the label index: each is filled by its list's last entry,
+    /// whose position is updated.
+    fn unindex_labels(&mut self, idx: SeriesIdx) {
+        let Shard { slots, label_postings, .. } = self;
+        let series = slots[idx as usize].as_ref().expect("a live series");
+        let hashes: LabelHashes = label_posting_hashes(&series.key).collect();
+        for (label_idx, &hash) in hashes.iter().enumerate() {
+            let position = slots[idx as usize].as_ref().expect("a live series").label_positions[label_idx] as usize;
+            let Some(list) = label_postings.get_mut(&hash) else { continue };
+            debug_assert_eq!(list.get(position), Some(&idx));
+            let last_position = list.len() - 1;
+            list.swap_remove(position);
+            if let Some(&moved) = list.get(position) {
+                // The moved entry was at `last_position` in this list: find which of its labels.
+                let moved_series = slots[moved as usize].as_mut().expect("the label index lists live series");
+                let moved_label = label_posting_hashes(&moved_series.key)
+                    .zip(moved_series.label_positions.iter())
+                    .position(|(moved_hash, &moved_position)| {
+                        moved_hash == hash && moved_position as usize == last_position
+                    })
+                    .expect("an entry of the label index has its position");
+                moved_series.label_positions[moved_label] = position as u32;
+            } else if list.is_empty() {
+                label_postings.remove(&hash);
+            }
+        }
+    }
+
     /// Takes a live series out of the index, its postings and its slot, and gives back what it
     /// was counted for. `compact` (no walk under way, and no tombstone left): its postings entry
     /// is filled by the list's last one; otherwise it becomes a tombstone, so that positions do
     /// not shift under a walk.
     fn remove_series(&mut self, idx: SeriesIdx, compact: bool, accounting: &Accounting) {
+        self.unindex_labels(idx);
         let series = self.slots[idx as usize].as_ref().expect("a live series");
         let (key_hash, postings_pos) = (series.key_hash, series.postings_pos as usize);
         if let Ok(entry) = self.index.find_entry(key_hash, |&other| other == idx) {
@@ -339,7 +505,7 @@ impl Shard {
         }
         let series = self.slots[idx as usize].take().expect("a live series");
         self.free_slots.push(idx);
-        accounting.release_series(series.key.metric_name(), series.key.heap_bytes() + SERIES_BYTES);
+        accounting.release_series(series.key.metric_name(), series.key.heap_bytes() + series_bytes(&series.key));
     }
 
     /// Removes every tombstone (no query is walking the shard), and renumbers the positions of
@@ -366,7 +532,7 @@ impl Shard {
         let mut bytes = self.spare_chunks.len() * CHUNK_BYTES;
         for live in self.slots.iter().flatten() {
             series += 1;
-            bytes += live.key.heap_bytes() + SERIES_BYTES + live.chunks.len() * CHUNK_BYTES;
+            bytes += live.key.heap_bytes() + series_bytes(&live.key) + live.chunks.len() * CHUNK_BYTES;
         }
         for (metric_name, postings) in self.postings.iter() {
             let live = postings.series_idxs.len() - postings.tombstones;

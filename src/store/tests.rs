@@ -389,3 +389,99 @@ fn a_listing_stops_at_its_series_count_or_key_bytes_and_says_which() {
     let every_metric = store.list_series(None, ListLimits { series_max: 1_000, key_bytes_max: 1 << 20 });
     assert_eq!(every_metric.series.len(), 101);
 }
+
+/// A series of the label-index test: metric `m{metric}`, labels `model` and `pod`, and `zone`
+/// on some only.
+fn indexed_key(metric: u8, model: u8, pod: u8, zone: Option<u8>) -> SeriesKey {
+    let mut labels = vec![LabelPair::new("model", format!("m{model}")), LabelPair::new("pod", format!("p{pod}"))];
+    if let Some(zone) = zone {
+        labels.push(LabelPair::new("zone", format!("z{zone}")));
+    }
+    SeriesKey::new(format!("m{metric}"), labels)
+}
+
+/// The keys a label walk yields that have every label of `labels`, sorted.
+fn matching(store: &Store, metric: &str, labels: &[(&str, &str)], indexed: bool) -> Vec<SeriesKey> {
+    let mut found = Vec::new();
+    let index_labels = if indexed { labels } else { &[] };
+    let walked: ControlFlow<()> = store.visit_metric_with_labels(metric, index_labels, 0, i64::MAX, |key, _| {
+        if labels.iter().all(|&(name, value)| key.label_value(name) == Some(value)) {
+            found.push(key.clone());
+        }
+        ControlFlow::Continue(())
+    });
+    assert!(walked.is_continue());
+    found.sort();
+    let before = found.len();
+    found.dedup();
+    assert_eq!(found.len(), before, "no series visited twice");
+    found
+}
+
+proptest! {
+    /// The label index is a second source of truth: creates, appends and expiries in random
+    /// order, then every equality query answered through the index equals the full walk's
+    /// answer and the naive model's, and the index lists exactly the live series.
+    #[test]
+    fn the_label_index_answers_as_the_full_walk_and_the_model(
+        steps in proptest::collection::vec(
+            (0u8..2, 0u8..4, 0u8..6, proptest::option::of(0u8..2), 0i64..100, proptest::bool::weighted(0.1)),
+            1..300,
+        ),
+    ) {
+        let store = Store::new(StoreConfig::new(3, 10_000, 30_000));
+        // The model: each series' last sample time.
+        let mut model: BTreeMap<SeriesKey, i64> = BTreeMap::new();
+        let mut now_s = 0i64;
+        for (metric, model_idx, pod, zone, advance_s, expire) in steps {
+            now_s += advance_s % 7;
+            let key = indexed_key(metric, model_idx, pod, zone);
+            store.append(batch([(key.clone(), now_s * 1_000, 1.0)]), now_s * 1_000);
+            let last = model.entry(key).or_insert(i64::MIN);
+            *last = (*last).max(now_s * 1_000);
+            if expire {
+                store.drop_expired(now_s * 1_000);
+                model.retain(|_, last_ms| *last_ms >= now_s * 1_000 - 30_000);
+            }
+        }
+        store.check_label_index();
+        for metric in ["m0", "m1"] {
+            for labels in [
+                vec![("model", "m1")],
+                vec![("pod", "p3")],
+                vec![("model", "m2"), ("pod", "p0")],
+                vec![("zone", "z1")],
+                vec![("model", "m3"), ("zone", "z0"), ("pod", "p5")],
+                vec![("model", "absent")],
+            ] {
+                let indexed = matching(&store, metric, &labels, true);
+                prop_assert_eq!(&indexed, &matching(&store, metric, &labels, false));
+                let expected: Vec<SeriesKey> = model
+                    .keys()
+                    .filter(|key| key.metric_name() == metric)
+                    .filter(|key| labels.iter().all(|&(name, value)| key.label_value(name) == Some(value)))
+                    .cloned()
+                    .collect();
+                prop_assert_eq!(indexed, expected);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_selective_query_visits_only_its_candidates() {
+    let store = Store::new(StoreConfig::new(4, 100_000, 60_000));
+    store.append(
+        batch((0..2_000u32).map(|pod| (indexed_key(0, (pod % 250) as u8, (pod % 7) as u8, None), 1_000, 1.0))),
+        0,
+    );
+    let mut visited = 0;
+    let walked: ControlFlow<()> = store.visit_metric_with_labels("m0", &[("model", "m17")], 0, i64::MAX, |_, _| {
+        visited += 1;
+        ControlFlow::Continue(())
+    });
+    assert!(walked.is_continue());
+    // model m17 has the pods 17, 267, … (8 series, pods mod 7 all different or not: 8 keys).
+    assert!(visited <= 8, "{visited} series visited for 8 candidates");
+    store.check_label_index();
+}
