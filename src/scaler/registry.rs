@@ -101,11 +101,16 @@ impl TriggerRegistry {
         metadata: &HashMap<String, String>,
     ) -> Result<Arc<KnownTrigger>, MetadataError> {
         let key = TriggerKey::new(namespace, metadata);
-        if let Some(known) = self.generations.read().current.get(&key) {
-            known.uses.fetch_add(1, Ordering::Relaxed);
-            return Ok(Arc::clone(known));
-        }
-        if let Some(known) = self.promote(&key) {
+        let in_previous = {
+            let generations = self.generations.read();
+            if let Some(known) = generations.current.get(&key) {
+                known.uses.fetch_add(1, Ordering::Relaxed);
+                return Ok(Arc::clone(known));
+            }
+            generations.previous.contains_key(&key)
+        };
+        // The write lock only to move a known trigger up, or (below) to add a new one.
+        if let Some(known) = in_previous.then(|| self.promote(&key)).flatten() {
             known.uses.fetch_add(1, Ordering::Relaxed);
             return Ok(known);
         }
