@@ -67,6 +67,7 @@ pub struct Telemetry {
     query_duration: DurationHistogram,
     streams_open: AtomicI64,
     stream_messages_sent: AtomicU64,
+    stream_evaluations: AtomicU64,
     triggers_known: AtomicI64,
     trigger_parses: AtomicU64,
     series_expired: AtomicU64,
@@ -155,6 +156,10 @@ impl Telemetry {
 
     pub fn streams_open(&self) -> i64 {
         self.streams_open.load(Ordering::Relaxed)
+    }
+
+    pub fn stream_evaluated(&self) {
+        self.stream_evaluations.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn stream_message_sent(&self) {
@@ -308,6 +313,11 @@ impl Telemetry {
             "otelscale_stream_messages_sent_total",
             "IsActive messages sent on streams.",
             load(&self.stream_messages_sent),
+        ));
+        families.push(MetricFamily::counter_value(
+            "otelscale_stream_evaluations_total",
+            "Evaluations by StreamIsActive streams (on open, on a change they watch, at each resend).",
+            load(&self.stream_evaluations),
         ));
         families.push(MetricFamily::gauge(
             "otelscale_triggers_known",

@@ -218,7 +218,7 @@ impl Ingestor {
         rejections.add(RejectReason::OutOfOrder, appended.rejected_out_of_order);
         rejections.add(RejectReason::TooOld, appended.rejected_too_old);
         if appended.appended > 0 {
-            self.activity.notify(&batch.metric_names());
+            self.activity.notify_batch(batch);
         }
         let outcome = ExportOutcome { accepted_points: appended.appended, rejections };
         self.telemetry.record_export(transport, &outcome);

@@ -116,6 +116,17 @@ pub struct MetricQuery {
     pub matchers: Vec<LabelMatcher>,
 }
 
+impl MetricQuery {
+    /// The equality matchers a label index can narrow the query by (name, value): those with a
+    /// value, as an empty value also matches series without the label.
+    pub fn index_labels(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.matchers.iter().filter_map(|matcher| match &matcher.kind {
+            MatchKind::Equal(value) if !value.is_empty() => Some((matcher.label_name.as_str(), value.as_str())),
+            _ => None,
+        })
+    }
+}
+
 impl fmt::Display for MetricQuery {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(formatter, "{}({}", self.aggregation, self.metric_name)?;

@@ -1,8 +1,9 @@
 //! The KEDA `externalscaler.ExternalScaler` gRPC service.
 //!
 //! GetMetrics and IsActive evaluate the trigger's query at call time. StreamIsActive (KEDA's
-//! `external-push`) sends the state at once, then again as soon as a stored batch of the
-//! trigger's metric flips it, and re-sends it every `--stream-resend-interval` regardless.
+//! `external-push`) sends the state at once, then again as soon as a stored change to a series
+//! its query can match flips it (see [`crate::activity`]), and re-evaluates and re-sends it every
+//! `--stream-resend-interval` regardless (samples leaving the window change it without a push).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -158,7 +159,7 @@ impl ExternalScaler for ScalerService {
         });
         let (trigger, permit) = self.record(ScalerMethod::StreamIsActive, opened)?;
         let (sender, receiver) = mpsc::channel(4);
-        let mut metric_changes = self.activity.subscribe(&trigger.spec.query.query.metric_name);
+        let watch = self.activity.watch(&trigger.spec.query.query);
         let service = self.clone();
         let resend_interval = self.config.stream_resend_interval;
         tracing::info!(
@@ -174,6 +175,9 @@ impl ExternalScaler for ScalerService {
             let mut last_sent: Option<bool> = None;
             let mut resend_at = tokio::time::Instant::now();
             loop {
+                // Changes stored from here on wake the stream again; earlier ones are seen now.
+                watch.start_evaluation();
+                service.telemetry.stream_evaluated();
                 // With --no-match-is-error a stream reports "inactive" rather than closing.
                 let active = service.is_active(&trigger.spec).await.unwrap_or(false);
                 let now = tokio::time::Instant::now();
@@ -192,7 +196,7 @@ impl ExternalScaler for ScalerService {
                     resend_at = now + resend_interval;
                 }
                 tokio::select! {
-                    changed = metric_changes.changed() => if changed.is_err() { break },
+                    () = watch.changed() => {},
                     () = tokio::time::sleep_until(resend_at) => {},
                     () = sender.closed() => break,
                     () = service.shutdown.cancelled() => break,

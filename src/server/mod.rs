@@ -136,8 +136,13 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     let activity = Arc::new(ActivityHub::default());
     let ingestor = Arc::new(Ingestor::new(&config, Arc::clone(&store), Arc::clone(&telemetry), Arc::clone(&activity)));
     let cancel = CancellationToken::new();
-    let scaler =
-        ScalerService::new(Arc::clone(&config), Arc::clone(&store), Arc::clone(&telemetry), activity, cancel.clone());
+    let scaler = ScalerService::new(
+        Arc::clone(&config),
+        Arc::clone(&store),
+        Arc::clone(&telemetry),
+        Arc::clone(&activity),
+        cancel.clone(),
+    );
     let ready = Arc::new(AtomicBool::new(false));
     let admin_state =
         AdminState::new(Arc::clone(&config), Arc::clone(&store), Arc::clone(&telemetry), Arc::clone(&ready));
@@ -242,13 +247,16 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     let retention = {
         let store = Arc::clone(&store);
         let telemetry = Arc::clone(&telemetry);
+        let activity = Arc::clone(&activity);
         let cancel = cancel.clone();
         let interval = retention_interval(config.retention_ms);
         tokio::spawn(crate::clock::every(interval, cancel, async move || {
-            // A panic skips this pass only (counted); the next tick tries again.
-            let removed =
-                crate::panics::catch(&telemetry, PanicSite::Background, || store.drop_expired(crate::clock::now_ms()))
-                    .unwrap_or(0);
+            // A panic skips this pass only (counted); the next tick tries again. Streams that
+            // watch a removed series re-evaluate.
+            let removed = crate::panics::catch(&telemetry, PanicSite::Background, || {
+                store.drop_expired_telling(crate::clock::now_ms(), |key| activity.notify_removed(key))
+            })
+            .unwrap_or(0);
             if removed > 0 {
                 telemetry.series_expired(removed);
                 tracing::debug!(series_removed = removed, series = store.series_count(), "retention applied");

@@ -544,6 +544,12 @@ impl Store {
     /// Applies retention: drops samples older than `now_ms - retention_ms` chunk by chunk and the
     /// series left empty. Returns the number of series removed.
     pub fn drop_expired(&self, now_ms: i64) -> usize {
+        self.drop_expired_telling(now_ms, |_| {})
+    }
+
+    /// As [`Store::drop_expired`], calling `on_removed` with each removed series' key (under its
+    /// shard's write lock: it must not take a shard lock).
+    pub fn drop_expired_telling(&self, now_ms: i64, mut on_removed: impl FnMut(&SeriesKey)) -> usize {
         let cutoff_ms = now_ms.saturating_sub(self.config.retention_ms);
         let mut series_removed = 0;
         for (shard, walks) in self.shards.iter().zip(self.walks_under_way.iter()) {
@@ -555,8 +561,14 @@ impl Store {
                 // Read under the write lock: a walk that has not started its first run yet
                 // waits for this one, and one under way has already counted itself.
                 let compact = walks.load(Ordering::Acquire) == 0;
-                let (removed, next) =
-                    shard.drop_expired(cutoff_ms, first_slot, RETENTION_SLOTS_PER_LOCK, compact, &self.accounting);
+                let (removed, next) = shard.drop_expired(
+                    cutoff_ms,
+                    first_slot,
+                    RETENTION_SLOTS_PER_LOCK,
+                    compact,
+                    &self.accounting,
+                    &mut on_removed,
+                );
                 drop(shard);
                 series_removed += removed;
                 next_slot = next;

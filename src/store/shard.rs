@@ -363,6 +363,7 @@ impl Shard {
         slot_count: usize,
         compact: bool,
         accounting: &Accounting,
+        on_removed: &mut impl FnMut(&SeriesKey),
     ) -> (usize, Option<usize>) {
         if compact && self.tombstones > 0 {
             self.compact_postings();
@@ -388,6 +389,7 @@ impl Shard {
             if !series.chunks.is_empty() {
                 continue;
             }
+            on_removed(&series.key);
             self.remove_series(idx as SeriesIdx, compact, accounting);
             series_removed += 1;
         }

@@ -226,6 +226,68 @@ async fn stream_is_active_pushes_on_a_crossing_write() {
     assert!(next_message(&mut stream, Duration::from_secs(5)).await.is_none());
 }
 
+/// One gauge point per model in `models`, one series per (model, pod) of `pods`.
+fn waiting_request(
+    models: &[&str],
+    pods: usize,
+    value: f64,
+) -> opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+    let now = now_unix_nano();
+    let points = models
+        .iter()
+        .flat_map(|model| {
+            (0..pods).map(move |pod| number_point(&[("model_name", model), ("pod", &format!("pod-{pod}"))], now, value))
+        })
+        .collect();
+    request(&[], vec![gauge("vllm:num_requests_waiting", points)])
+}
+
+#[tokio::test]
+async fn streams_wake_only_for_the_series_they_match_and_on_expiry() {
+    // A resend interval far beyond the test: every message below is woken by a change. Queries
+    // read the last 3 s (the retention), and retention runs every 375 ms.
+    let server = TestServer::start_with(|config| {
+        config.stream_resend_interval = Duration::from_secs(60);
+        config.retention_ms = 3_000;
+    })
+    .await;
+    let mut scaler = server.scaler_client().await;
+    let trigger = [
+        ("metricQuery", "max(vllm:num_requests_waiting{model_name=model-a})"),
+        ("targetValue", "10"),
+        ("activationTargetValue", "5"),
+    ];
+    // Opened before any series of its model exists.
+    let mut stream = scaler.stream_is_active(scaled_object(&trigger)).await.unwrap().into_inner();
+    assert!(!next_message(&mut stream, Duration::from_secs(5)).await.expect("initial state").result);
+    assert_eq!(server.metric("otelscale_stream_evaluations_total").await, 1.0);
+
+    // Other models of the same metric, pushed many times: the stream is not evaluated.
+    let mut client = server.otlp_client().await;
+    for _ in 0..20 {
+        client.export(waiting_request(&["model-b", "model-c"], 4, 9.0)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(server.metric("otelscale_stream_evaluations_total").await, 1.0, "woken by series it does not match");
+
+    // Its model's series appear, 100 of them in one request: one evaluation for the burst (two
+    // if the second raise races the first wake), and the activation.
+    client.export(waiting_request(&["model-a"], 100, 9.0)).await.unwrap();
+    assert!(next_message(&mut stream, Duration::from_secs(5)).await.expect("activation").result);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let evaluations = server.metric("otelscale_stream_evaluations_total").await;
+    assert!((2.0..=3.0).contains(&evaluations), "{evaluations} evaluations for one request");
+
+    // Pushes stop; retention removes the series, which wakes the stream: inactive, long before
+    // the resend interval.
+    let started = Instant::now();
+    let expired = next_message(&mut stream, Duration::from_secs(15)).await.expect("deactivation on expiry");
+    assert!(!expired.result);
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    drop(stream);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn stream_resends_periodically_and_streams_are_limited() {
     let server = TestServer::start_with(|config| {

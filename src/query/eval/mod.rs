@@ -4,7 +4,7 @@
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use super::parser::{Aggregation, MatchKind, MetricQuery};
+use super::parser::{Aggregation, MetricQuery};
 use crate::store::{SeriesKey, Store, WindowOp};
 
 /// Series visited between two looks at the clock.
@@ -109,17 +109,9 @@ pub fn evaluate_within(
     let start_ms = now_ms.saturating_sub(window_ms);
     let mut accumulator = Accumulator::new(query.aggregation);
     let mut series_visited = 0usize;
-    // Equality matchers narrow the walk through the store's label index (an empty value also
-    // matches series without the label, so it cannot); every visited key is still checked
-    // against every matcher.
-    let index_labels: Vec<(&str, &str)> = query
-        .matchers
-        .iter()
-        .filter_map(|matcher| match &matcher.kind {
-            MatchKind::Equal(value) if !value.is_empty() => Some((matcher.label_name.as_str(), value.as_str())),
-            _ => None,
-        })
-        .collect();
+    // Equality matchers narrow the walk through the store's label index; every visited key is
+    // still checked against every matcher.
+    let index_labels: Vec<(&str, &str)> = query.index_labels().collect();
     let walk = store.visit_metric_with_labels(&query.metric_name, &index_labels, start_ms, now_ms, |key, window| {
         series_visited += 1;
         if series_visited > budget.series_max {
