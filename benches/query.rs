@@ -204,5 +204,58 @@ fn bench_selective_query(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_query, bench_trigger_resolution, bench_selective_query);
+/// A regex matcher over a label with 2,000 distinct values (`model-0000` … `model-1999`):
+/// `max(vllm:num_requests_waiting{model_name=~"model-00(1|2).*"})` accepts 20 of them. Over
+/// 2,000 models × 8 pods (the fleet scenario's 16,000 series: 160 matched) and 2,000 models ×
+/// 500 pods (1 M series: 10,000 matched), through the label index (the regex tested once per
+/// distinct value) and, for the ratio, by the full walk (once per series).
+fn bench_regex_query(c: &mut Criterion) {
+    let mut group = c.benchmark_group("regex_query");
+    group.sample_size(10);
+    for pods in [8usize, 500] {
+        const MODELS: usize = 2_000;
+        let series = MODELS * pods;
+        let store = Store::new(StoreConfig::new(4, series, 600_000));
+        for first in (0..series).step_by(100_000) {
+            let samples = (first..(first + 100_000).min(series))
+                .map(|series_idx| {
+                    let labels = vec![
+                        LabelPair::new("model_name", format!("model-{:04}", series_idx % MODELS)),
+                        LabelPair::new("pod", format!("pod-{series_idx}")),
+                    ];
+                    let key = SeriesKey::new("vllm:num_requests_waiting", labels);
+                    BatchSample::new(key, SeriesKind::Gauge, NOW_MS - 1_000, (series_idx / MODELS) as f64)
+                })
+                .collect();
+            store.append(SampleBatch { samples }, NOW_MS);
+        }
+        let query = parse_metric_query(
+            r#"max(vllm:num_requests_waiting{model_name=~"model-00(1|2).*"})"#,
+            &QueryLimits::default(),
+        )
+        .unwrap();
+        let evaluation = evaluate(&store, &query, WindowOp::LastOne, 60_000, NOW_MS);
+        assert_eq!((evaluation.matched_series, evaluation.value), (20 * pods, Some((pods - 1) as f64)));
+        let full_walk = || {
+            let mut matched = 0usize;
+            let walked: std::ops::ControlFlow<()> =
+                store.visit_metric("vllm:num_requests_waiting", NOW_MS - 60_000, NOW_MS, |key, _| {
+                    if otelscale::query::eval::series_matches(&query, key) {
+                        matched += 1;
+                    }
+                    std::ops::ControlFlow::Continue(())
+                });
+            assert!(walked.is_continue());
+            matched
+        };
+        assert_eq!(full_walk(), 20 * pods);
+        group.bench_function(format!("2000_values_{series}_series_label_index"), |b| {
+            b.iter(|| evaluate(&store, &query, WindowOp::LastOne, 60_000, NOW_MS))
+        });
+        group.bench_function(format!("2000_values_{series}_series_full_walk"), |b| b.iter(full_walk));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_query, bench_trigger_resolution, bench_selective_query, bench_regex_query);
 criterion_main!(benches);

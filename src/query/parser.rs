@@ -31,7 +31,7 @@ use std::fmt::{self, Write as _};
 
 use regex::{Regex, RegexBuilder};
 
-use crate::store::normalize_metric_name;
+use crate::store::{normalize_metric_name, LabelNarrowing};
 
 /// Limits on what a client may put in a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +125,22 @@ impl MetricQuery {
             _ => None,
         })
     }
+
+    /// The matchers a label index can narrow the query by: equalities with a value and regex
+    /// matches that fail the empty value (either form that accepts it also matches series
+    /// without the label). Negative matchers do not narrow.
+    pub fn narrowings(&self) -> impl Iterator<Item = LabelNarrowing<'_>> + '_ {
+        self.matchers.iter().filter_map(|matcher| {
+            let name = matcher.label_name.as_str();
+            match &matcher.kind {
+                MatchKind::Equal(value) if !value.is_empty() => Some(LabelNarrowing::Equal { name, value }),
+                MatchKind::RegexMatch(matches) if !matches.is_match("") => {
+                    Some(LabelNarrowing::Matching { name, matches, prefixes: matcher.value_prefixes.as_deref() })
+                }
+                _ => None,
+            }
+        })
+    }
 }
 
 impl fmt::Display for MetricQuery {
@@ -149,6 +165,10 @@ impl fmt::Display for MetricQuery {
 pub struct LabelMatcher {
     pub label_name: String,
     pub kind: MatchKind,
+    /// For `=~`: every value the regex accepts starts with one of these, sorted, none a prefix
+    /// of another (from the regex's literal prefixes), so that a label index can test only the
+    /// values that start with one. `None` when not known (or not a regex match).
+    pub value_prefixes: Option<Box<[String]>>,
 }
 
 /// The operator of a [`LabelMatcher`] with its value. Regexes are compiled fully anchored.
@@ -553,17 +573,20 @@ impl<'query> QueryParser<'query> {
 
         let value_position = self.position;
         let value = self.parse_value(&label_name)?;
+        let mut value_prefixes = None;
         let kind = match operator {
             MatchOperator::Equal => MatchKind::Equal(value),
             MatchOperator::NotEqual => MatchKind::NotEqual(value),
             MatchOperator::RegexMatch => {
-                MatchKind::RegexMatch(self.compile_anchored_regex(&label_name, &value, value_position)?)
+                let (regex, prefixes) = self.compile_anchored_regex(&label_name, &value, value_position)?;
+                value_prefixes = prefixes;
+                MatchKind::RegexMatch(regex)
             }
             MatchOperator::RegexNoMatch => {
-                MatchKind::RegexNoMatch(self.compile_anchored_regex(&label_name, &value, value_position)?)
+                MatchKind::RegexNoMatch(self.compile_anchored_regex(&label_name, &value, value_position)?.0)
             }
         };
-        Ok(LabelMatcher { label_name, kind })
+        Ok(LabelMatcher { label_name, kind, value_prefixes })
     }
 
     /// Parses a quoted or bare value. An empty bare value (`a=`, `a=,`) is the empty string, as in
@@ -622,7 +645,7 @@ impl<'query> QueryParser<'query> {
         label_name: &str,
         regex_source: &str,
         value_position: usize,
-    ) -> Result<Regex, ParseError> {
+    ) -> Result<(Regex, Option<Box<[String]>>), ParseError> {
         if regex_source.len() > self.limits.regex_bytes_max {
             return Err(self.error_at(
                 value_position,
@@ -654,19 +677,58 @@ impl<'query> QueryParser<'query> {
         // The source must be a complete regex on its own: otherwise `a)|(b` would close the
         // anchoring group early and compile into the unanchored `^(?:a)|(b)$`. Parsing it (no
         // compiling) tells; the regex is then compiled once, anchored.
-        if let Err(syntax_error) = regex_syntax::Parser::new().parse(regex_source) {
-            return Err(self.error_at(
-                value_position,
-                format!(
-                    "invalid regex {} for label {}: {}",
-                    quote_for_message(regex_source),
-                    quote_for_message(label_name),
-                    summarize_regex_syntax_error(&syntax_error.to_string())
-                ),
-            ));
-        }
-        compile(&format!("{REGEX_ANCHOR_PREFIX}{regex_source}{REGEX_ANCHOR_SUFFIX}")).map_err(invalid_regex)
+        let hir = match regex_syntax::Parser::new().parse(regex_source) {
+            Ok(hir) => hir,
+            Err(syntax_error) => {
+                return Err(self.error_at(
+                    value_position,
+                    format!(
+                        "invalid regex {} for label {}: {}",
+                        quote_for_message(regex_source),
+                        quote_for_message(label_name),
+                        summarize_regex_syntax_error(&syntax_error.to_string())
+                    ),
+                ))
+            }
+        };
+        let regex =
+            compile(&format!("{REGEX_ANCHOR_PREFIX}{regex_source}{REGEX_ANCHOR_SUFFIX}")).map_err(invalid_regex)?;
+        Ok((regex, value_prefixes(&hir)))
     }
+}
+
+/// Literal prefixes of a label-value regex beyond which no more are worth testing one by one.
+const VALUE_PREFIXES_MAX: usize = 64;
+
+/// Prefixes one of which starts every string `hir` (matched whole) accepts, sorted, none a
+/// prefix of another; `None` when the regex has no such finite, non-empty set (`.*x`, `(?i)…`
+/// over long text) or more than [`VALUE_PREFIXES_MAX`].
+fn value_prefixes(hir: &regex_syntax::hir::Hir) -> Option<Box<[String]>> {
+    use regex_syntax::hir::literal::{ExtractKind, Extractor};
+    let mut extractor = Extractor::new();
+    extractor.kind(ExtractKind::Prefix);
+    let literals = extractor.extract(hir);
+    let mut prefixes: Vec<String> = Vec::new();
+    for literal in literals.literals()? {
+        // A literal cut at the extractor's length limit may end inside a character: its valid
+        // start is still a prefix of every such match.
+        let bytes = literal.as_bytes();
+        let valid = match std::str::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(error) => std::str::from_utf8(&bytes[..error.valid_up_to()]).expect("valid up to here"),
+        };
+        if valid.is_empty() {
+            return None;
+        }
+        prefixes.push(valid.to_owned());
+    }
+    if prefixes.is_empty() || prefixes.len() > VALUE_PREFIXES_MAX {
+        return None;
+    }
+    prefixes.sort();
+    // After sorting, a prefix of another comes right before the strings it starts.
+    prefixes.dedup_by(|later, kept| later.starts_with(kept.as_str()));
+    Some(prefixes.into_boxed_slice())
 }
 
 /// One line out of a `regex::Error`, whose syntax errors span several lines (pattern, carets,

@@ -174,6 +174,12 @@ impl ExternalScaler for ScalerService {
             let _open = OpenStream::count(&service.telemetry);
             let mut last_sent: Option<bool> = None;
             let mut resend_at = tokio::time::Instant::now();
+            // Registered once, not once per wake: a stream is woken about once a second per
+            // model, and a timer entry or a cancellation waiter per wake costs more than the query.
+            let resend = tokio::time::sleep_until(resend_at);
+            tokio::pin!(resend);
+            let shutdown = service.shutdown.cancelled();
+            tokio::pin!(shutdown);
             loop {
                 // Changes stored from here on wake the stream again; earlier ones are seen now.
                 watch.start_evaluation();
@@ -186,7 +192,7 @@ impl ExternalScaler for ScalerService {
                     // still end the stream.
                     let sent = tokio::select! {
                         sent = sender.send(Ok(IsActiveResponse { result: active })) => sent.is_ok(),
-                        () = service.shutdown.cancelled() => false,
+                        () = &mut shutdown => false,
                     };
                     if !sent {
                         break;
@@ -194,12 +200,13 @@ impl ExternalScaler for ScalerService {
                     service.telemetry.stream_message_sent();
                     last_sent = Some(active);
                     resend_at = now + resend_interval;
+                    resend.as_mut().reset(resend_at);
                 }
                 tokio::select! {
                     () = watch.changed() => {},
-                    () = tokio::time::sleep_until(resend_at) => {},
+                    () = &mut resend => {},
                     () = sender.closed() => break,
-                    () = service.shutdown.cancelled() => break,
+                    () = &mut shutdown => break,
                 }
             }
             tracing::info!(scaled_object = %scaled_object.name, namespace = %scaled_object.namespace, "StreamIsActive closed");

@@ -38,6 +38,7 @@ pub use window::{SeriesKind, SeriesWindow, WindowOp};
 
 use accounting::{Accounting, CountLimits, MetricCounter};
 use chunk::Chunk;
+pub use shard::LabelNarrowing;
 use shard::{AppendResult, RunEnd, Shard};
 
 /// Samples appended per hold of a shard's write lock.
@@ -415,31 +416,35 @@ impl Store {
         self.visit_metric_with_labels(metric_name, &[], start_ms, end_ms, visit)
     }
 
-    /// As [`Store::visit_metric`], but may leave out series that lack one of `labels` (name,
-    /// value; a value must not be empty): in each shard, the label index gives the candidates
-    /// (the shortest of the labels' postings) when they are fewer than the metric's series, so
-    /// a query costs what it matches, not what its metric holds. Every series of the metric
-    /// with all of `labels` is visited as `visit_metric` would; others may be visited too (the
+    /// As [`Store::visit_metric`], but may leave out series that fail one of `narrowings`: in
+    /// each shard, the label index gives the candidates (the smallest of the narrowings' sets,
+    /// see [`LabelNarrowing`]) when they are fewer than the metric's series, so a query costs
+    /// what it matches, not what its metric holds. Every series of the metric that meets all
+    /// of `narrowings` is visited as `visit_metric` would; others may be visited too (the
     /// caller checks its matchers on each key). Candidates are read under one hold of the
     /// shard's read lock and visited in runs of [`VISIT_SERIES_PER_LOCK`].
     pub fn visit_metric_with_labels<B>(
         &self,
         metric_name: &str,
-        labels: &[(&str, &str)],
+        narrowings: &[LabelNarrowing<'_>],
         start_ms: i64,
         end_ms: i64,
         mut visit: impl FnMut(&SeriesKey, SeriesWindow<'_>) -> ControlFlow<B>,
     ) -> ControlFlow<B> {
         debug_assert!(
-            labels.iter().all(|(_, value)| !value.is_empty()),
-            "an empty value matches series without the label"
+            narrowings.iter().all(|narrowing| match narrowing {
+                LabelNarrowing::Equal { value, .. } => !value.is_empty(),
+                LabelNarrowing::Matching { matches, .. } => !matches.is_match(""),
+            }),
+            "a narrowing that accepts the empty value matches series without the label"
         );
         // Only the shards that may hold its series: a query over a small metric takes one or two
         // locks, not every shard's (each a chance to wait behind an append).
         let shards = self.accounting.metric_shards(metric_name);
         for shard_idx in (0..self.shards.len()).filter(|&shard_idx| shards.may_hold(shard_idx)) {
             let shard = &self.shards[shard_idx];
-            let candidates = if labels.is_empty() { None } else { shard.read().label_candidates(metric_name, labels) };
+            let candidates =
+                if narrowings.is_empty() { None } else { shard.read().label_candidates(metric_name, narrowings) };
             match candidates {
                 Some(candidates) => {
                     for run in candidates.chunks(VISIT_SERIES_PER_LOCK) {

@@ -64,9 +64,16 @@ pub(super) const SERIES_BYTES: usize =
 pub(super) const LABEL_INDEX_BYTES_PER_LABEL: usize =
     std::mem::size_of::<u32>() + std::mem::size_of::<u64>() + std::mem::size_of::<LabelPostings>() + 1;
 
+/// Bytes one label of a series is counted for in the label index's value sets, besides its
+/// value's bytes: an entry (a boxed string and its share of a tree node) in its (metric,
+/// name)'s set. A
+/// value shared with other series shares their entry; the count is an upper bound, as above.
+pub(super) const LABEL_VALUE_ENTRY_BYTES: usize = std::mem::size_of::<Box<str>>() + 8;
+
 /// Bytes a series with `key` holds besides its key and chunks.
 pub(super) fn series_bytes(key: &SeriesKey) -> usize {
-    SERIES_BYTES + key.label_count() * LABEL_INDEX_BYTES_PER_LABEL
+    let value_bytes: usize = key.label_bytes().1.map(|(_, value)| value.len()).sum();
+    SERIES_BYTES + key.label_count() * (LABEL_INDEX_BYTES_PER_LABEL + LABEL_VALUE_ENTRY_BYTES) + value_bytes
 }
 
 /// Seed of [`label_posting_hash`].
@@ -82,6 +89,17 @@ fn label_posting_hash(metric_hash: u64, name: &[u8], value: &[u8]) -> u64 {
     hasher.write_u64(metric_hash);
     hasher.write(name);
     hasher.write(value);
+    hasher.finish()
+}
+
+/// The key of a (metric, label name) pair in the label index's value sets (shared keys merge
+/// sets: readers check what the values lead to, as for postings).
+fn label_name_hash(metric_hash: u64, name: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = foldhash::fast::FixedState::with_seed(LABEL_POSTING_SEED).build_hasher();
+    hasher.write_u64(metric_hash);
+    hasher.write(name);
+    hasher.write_u8(0xff);
     hasher.finish()
 }
 
@@ -104,6 +122,22 @@ fn label_posting_hashes(key: &SeriesKey) -> impl Iterator<Item = u64> + '_ {
 /// One label's postings. Most labels that tell series apart (a pod, a GPU) are on one or two
 /// series: those lists live inline, without an allocation of their own.
 type LabelPostings = smallvec::SmallVec<[SeriesIdx; 2]>;
+
+/// The distinct values of one (metric, label name) in a shard, in order: a regex with literal
+/// prefixes reads only the ranges that start with them.
+type LabelValues = std::collections::BTreeSet<Box<str>>;
+
+/// A condition on one label by which the label index narrows a walk over a metric's series.
+#[derive(Debug, Clone, Copy)]
+pub enum LabelNarrowing<'q> {
+    /// Series whose label `name` has `value` (not empty: an empty value also matches series
+    /// without the label, which the index does not list).
+    Equal { name: &'q str, value: &'q str },
+    /// Series whose label `name` has a value `matches` accepts, tested once per distinct value.
+    /// `matches` must not accept the empty value (same reason). `prefixes`, if given: every value
+    /// it accepts starts with one of them (then only those values are tested).
+    Matching { name: &'q str, matches: &'q regex::Regex, prefixes: Option<&'q [String]> },
+}
 
 /// A series' label index keys, on the stack for up to 16 labels.
 type LabelHashes = smallvec::SmallVec<[u64; 16]>;
@@ -190,6 +224,10 @@ pub(super) struct Shard {
     /// removal fills its place with the list's last entry), so it needs no tombstones: a walk
     /// copies the candidates it needs under the lock.
     label_postings: hashbrown::HashMap<u64, LabelPostings, foldhash::fast::FixedState>,
+    /// [`label_name_hash`] of (metric, label name) → the distinct values its series have here,
+    /// each with a non-empty list in `label_postings`; kept exact with it. A regex matcher is
+    /// tested once per value, not once per series.
+    label_values: hashbrown::HashMap<u64, LabelValues, foldhash::fast::FixedState>,
     spare_chunks: Vec<Chunk>,
 }
 
@@ -227,7 +265,7 @@ impl Shard {
         kind: SeriesKind,
     ) -> SeriesIdx {
         debug_assert!(self.find(key_hash, |stored| stored == reservation.key()).is_none());
-        let Shard { index, slots, free_slots, postings, spare_chunks, label_postings, .. } = self;
+        let Shard { index, slots, free_slots, postings, spare_chunks, label_postings, label_values, .. } = self;
         // Room first: whatever may allocate (or fail) happens before anything is visible, but
         // for a new metric's (empty) postings list.
         let free_slot = free_slots.last().copied();
@@ -250,8 +288,18 @@ impl Shard {
         // Then the steps that cannot fail: counts, slot, index, postings, label postings.
         let key = reservation.commit();
         let idx = free_slot.unwrap_or(slots.len() as SeriesIdx);
-        for (position, &hash) in label_positions.iter_mut().zip(&label_hashes) {
+        let (metric_bytes, labels) = key.label_bytes();
+        let metric_hash = metric_posting_hash(metric_bytes);
+        for ((position, &hash), (name, value)) in label_positions.iter_mut().zip(&label_hashes).zip(labels) {
             let list = label_postings.entry(hash).or_default();
+            // Looked up for every label, not only when its list is new: a list that two labels'
+            // keys share must not hide the second value from its set. Keys hold UTF-8 (built
+            // from `str`), so the conversion borrows.
+            let values = label_values.entry(label_name_hash(metric_hash, name)).or_default();
+            let value = String::from_utf8_lossy(value);
+            if !values.contains(value.as_ref()) {
+                values.insert(value.into());
+            }
             // A list holds at most one entry per label of every series of the shard.
             *position = list.len() as u32;
             list.push(idx);
@@ -332,6 +380,23 @@ impl Shard {
         }
         assert_eq!(self.label_postings.values().map(|list| list.len()).sum::<usize>(), entries, "no stale entry");
         assert!(self.label_postings.values().all(|list| !list.is_empty()), "no empty list kept");
+        // The value sets hold exactly the live series' distinct values.
+        let mut live_values = std::collections::BTreeSet::new();
+        for series in self.slots.iter().flatten() {
+            let (metric_bytes, labels) = series.key.label_bytes();
+            let metric_hash = metric_posting_hash(metric_bytes);
+            for (name, value) in labels {
+                let name_hash = label_name_hash(metric_hash, name);
+                let value = std::str::from_utf8(value).expect("keys are UTF-8");
+                assert!(self.label_values.get(&name_hash).is_some_and(|values| values.contains(value)));
+                live_values.insert((name_hash, value.to_owned()));
+            }
+        }
+        assert_eq!(
+            self.label_values.values().map(LabelValues::len).sum::<usize>(),
+            live_values.len(),
+            "no stale value"
+        );
     }
 
     /// Postings of `metric_name` in this shard, tombstones included (for tests).
@@ -417,28 +482,66 @@ impl Shard {
         ControlFlow::Continue(())
     }
 
-    /// The slots that may hold the series of `metric_name` with every label of `labels`
-    /// (name, value; values not empty), sorted and without repeats: the shortest of the labels'
-    /// postings, or `None` when the metric's own postings are not longer (then a walk of the
-    /// metric costs no more). Empty when a label is on no series of the metric here.
-    pub fn label_candidates(&self, metric_name: &str, labels: &[(&str, &str)]) -> Option<Vec<SeriesIdx>> {
+    /// The slots that may hold the series of `metric_name` that meet every one of
+    /// `narrowings`, sorted and without repeats: the smallest of the narrowings' candidate
+    /// sets, or `None` when the metric's own postings are not longer (then a walk of the metric
+    /// costs no more). Empty when a narrowing matches no series of the metric here.
+    ///
+    /// An equality's set is its label's postings. A regex's set is the union of the postings of
+    /// the values it accepts, its regex tested once per distinct value; it is tested only when
+    /// the metric's values of that label are fewer than the smallest set found so far (visiting
+    /// a few candidates costs less than testing many values).
+    pub fn label_candidates(&self, metric_name: &str, narrowings: &[LabelNarrowing<'_>]) -> Option<Vec<SeriesIdx>> {
         let metric_hash = metric_posting_hash(metric_name.as_bytes());
-        let mut shortest: Option<&LabelPostings> = None;
-        for &(name, value) in labels {
+        let metric_series = self.postings.get(metric_name).map_or(0, |postings| postings.series_idxs.len());
+        let mut smallest: Option<Vec<SeriesIdx>> = None;
+        let mut smallest_len = metric_series;
+        // Equalities first: one lookup each.
+        for narrowing in narrowings {
+            let LabelNarrowing::Equal { name, value } = *narrowing else { continue };
             let hash = label_posting_hash(metric_hash, name.as_bytes(), value.as_bytes());
-            let Some(list) = self.label_postings.get(&hash) else {
-                return Some(Vec::new());
-            };
-            if shortest.is_none_or(|shortest| list.len() < shortest.len()) {
-                shortest = Some(list);
+            let Some(list) = self.label_postings.get(&hash) else { return Some(Vec::new()) };
+            if list.len() < smallest_len {
+                smallest_len = list.len();
+                smallest = Some(list.to_vec());
             }
         }
-        let shortest = shortest?;
-        let metric_series = self.postings.get(metric_name).map_or(0, |postings| postings.series_idxs.len());
-        if shortest.len() >= metric_series {
-            return None;
+        for narrowing in narrowings {
+            let LabelNarrowing::Matching { name, matches, prefixes } = *narrowing else { continue };
+            let Some(values) = self.label_values.get(&label_name_hash(metric_hash, name.as_bytes())) else {
+                return Some(Vec::new());
+            };
+            if prefixes.is_none() && values.len() >= smallest_len {
+                continue;
+            }
+            let mut union = Vec::new();
+            let mut add_if_accepted = |value: &str| {
+                if matches.is_match(value) {
+                    let hash = label_posting_hash(metric_hash, name.as_bytes(), value.as_bytes());
+                    union.extend(self.label_postings.get(&hash).into_iter().flatten());
+                }
+            };
+            match prefixes {
+                Some(prefixes) => {
+                    for prefix in prefixes {
+                        let from = (std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded);
+                        values
+                            .range::<str, _>(from)
+                            .take_while(|value| value.starts_with(prefix.as_str()))
+                            .for_each(|value| add_if_accepted(value));
+                    }
+                }
+                None => values.iter().for_each(|value| add_if_accepted(value)),
+            }
+            if union.is_empty() {
+                return Some(Vec::new());
+            }
+            if union.len() < smallest_len {
+                smallest_len = union.len();
+                smallest = Some(union);
+            }
         }
-        let mut candidates = shortest.to_vec();
+        let mut candidates = smallest?;
         candidates.sort_unstable();
         candidates.dedup();
         Some(candidates)
@@ -447,7 +550,7 @@ impl Shard {
     /// Takes `idx`'s entries out of the label index: each is filled by its list's last entry,
     /// whose position is updated.
     fn unindex_labels(&mut self, idx: SeriesIdx) {
-        let Shard { slots, label_postings, .. } = self;
+        let Shard { slots, label_postings, label_values, .. } = self;
         let series = slots[idx as usize].as_ref().expect("a live series");
         let hashes: LabelHashes = label_posting_hashes(&series.key).collect();
         for (label_idx, &hash) in hashes.iter().enumerate() {
@@ -468,6 +571,17 @@ impl Shard {
                 moved_series.label_positions[moved_label] = position as u32;
             } else if list.is_empty() {
                 label_postings.remove(&hash);
+                // The last series with this value here: the value leaves its set.
+                let key = &slots[idx as usize].as_ref().expect("a live series").key;
+                let (metric_bytes, mut labels) = key.label_bytes();
+                let (name, value) = labels.nth(label_idx).expect("the series has this label");
+                let name_hash = label_name_hash(metric_posting_hash(metric_bytes), name);
+                if let Some(values) = label_values.get_mut(&name_hash) {
+                    values.remove(String::from_utf8_lossy(value).as_ref());
+                    if values.is_empty() {
+                        label_values.remove(&name_hash);
+                    }
+                }
             }
         }
     }

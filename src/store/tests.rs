@@ -400,12 +400,56 @@ fn indexed_key(metric: u8, model: u8, pod: u8, zone: Option<u8>) -> SeriesKey {
     SeriesKey::new(format!("m{metric}"), labels)
 }
 
-/// The keys a label walk yields that have every label of `labels`, sorted.
-fn matching(store: &Store, metric: &str, labels: &[(&str, &str)], indexed: bool) -> Vec<SeriesKey> {
+/// A condition of the label-index tests: an equality (name, value) or a regex (name, pattern).
+#[derive(Debug, Clone, Copy)]
+enum Condition {
+    Equal(&'static str, &'static str),
+    Regex(&'static str, &'static str),
+}
+
+/// The keys a label walk yields that meet every one of `conditions`, sorted; through the label
+/// index when `indexed`, else by the full walk.
+fn matching(store: &Store, metric: &str, conditions: &[Condition], indexed: bool) -> Vec<SeriesKey> {
+    // Regexes as a query compiles them: anchored, with their literal prefixes.
+    let matchers: Vec<crate::query::LabelMatcher> = conditions
+        .iter()
+        .map(|condition| {
+            let text = match *condition {
+                Condition::Equal(name, value) => format!(r#"max(x{{{name}="{value}"}})"#),
+                Condition::Regex(name, pattern) => format!(r#"max(x{{{name}=~"{pattern}"}})"#),
+            };
+            let query = crate::query::parse_metric_query(&text, &crate::query::QueryLimits::default()).unwrap();
+            query.matchers.into_iter().next().unwrap()
+        })
+        .collect();
+    let regexes: Vec<regex::Regex> = matchers
+        .iter()
+        .map(|matcher| match &matcher.kind {
+            crate::query::MatchKind::RegexMatch(regex) => regex.clone(),
+            _ => regex::Regex::new("").unwrap(),
+        })
+        .collect();
+    let narrowings: Vec<LabelNarrowing<'_>> = conditions
+        .iter()
+        .zip(&regexes)
+        .zip(&matchers)
+        .map(|((condition, regex), matcher)| match *condition {
+            Condition::Equal(name, value) => LabelNarrowing::Equal { name, value },
+            Condition::Regex(name, _) => {
+                LabelNarrowing::Matching { name, matches: regex, prefixes: matcher.value_prefixes.as_deref() }
+            }
+        })
+        .collect();
+    let meets = |key: &SeriesKey| {
+        conditions.iter().zip(&regexes).all(|(condition, regex)| match *condition {
+            Condition::Equal(name, value) => key.label_value(name) == Some(value),
+            Condition::Regex(name, _) => key.label_value(name).is_some_and(|value| regex.is_match(value)),
+        })
+    };
     let mut found = Vec::new();
-    let index_labels = if indexed { labels } else { &[] };
-    let walked: ControlFlow<()> = store.visit_metric_with_labels(metric, index_labels, 0, i64::MAX, |key, _| {
-        if labels.iter().all(|&(name, value)| key.label_value(name) == Some(value)) {
+    let index_narrowings = if indexed { &narrowings[..] } else { &[] };
+    let walked: ControlFlow<()> = store.visit_metric_with_labels(metric, index_narrowings, 0, i64::MAX, |key, _| {
+        if meets(key) {
             found.push(key.clone());
         }
         ControlFlow::Continue(())
@@ -418,9 +462,26 @@ fn matching(store: &Store, metric: &str, labels: &[(&str, &str)], indexed: bool)
     found
 }
 
+/// The model's answer: its live keys of `metric` that meet `conditions`.
+fn model_matching(model: &BTreeMap<SeriesKey, i64>, metric: &str, conditions: &[Condition]) -> Vec<SeriesKey> {
+    model
+        .keys()
+        .filter(|key| key.metric_name() == metric)
+        .filter(|key| {
+            conditions.iter().all(|condition| match *condition {
+                Condition::Equal(name, value) => key.label_value(name) == Some(value),
+                Condition::Regex(name, pattern) => key
+                    .label_value(name)
+                    .is_some_and(|value| regex::Regex::new(&format!("^(?:{pattern})$")).unwrap().is_match(value)),
+            })
+        })
+        .cloned()
+        .collect()
+}
+
 proptest! {
     /// The label index is a second source of truth: creates, appends and expiries in random
-    /// order, then every equality query answered through the index equals the full walk's
+    /// order, then every equality and regex query answered through the index equals the full walk's
     /// answer and the naive model's, and the index lists exactly the live series.
     #[test]
     fn the_label_index_answers_as_the_full_walk_and_the_model(
@@ -446,23 +507,23 @@ proptest! {
         }
         store.check_label_index();
         for metric in ["m0", "m1"] {
-            for labels in [
-                vec![("model", "m1")],
-                vec![("pod", "p3")],
-                vec![("model", "m2"), ("pod", "p0")],
-                vec![("zone", "z1")],
-                vec![("model", "m3"), ("zone", "z0"), ("pod", "p5")],
-                vec![("model", "absent")],
+            for conditions in [
+                vec![Condition::Equal("model", "m1")],
+                vec![Condition::Equal("pod", "p3")],
+                vec![Condition::Equal("model", "m2"), Condition::Equal("pod", "p0")],
+                vec![Condition::Equal("zone", "z1")],
+                vec![Condition::Equal("model", "m3"), Condition::Equal("zone", "z0"), Condition::Equal("pod", "p5")],
+                vec![Condition::Equal("model", "absent")],
+                vec![Condition::Regex("model", "m(1|3)")],
+                vec![Condition::Regex("pod", "p[0-2]"), Condition::Equal("model", "m0")],
+                vec![Condition::Regex("zone", "z.+"), Condition::Regex("pod", "p[3-5]")],
+                vec![Condition::Regex("model", "none.*")],
+                vec![Condition::Regex("model", "m1|m2|x.*")],
+                vec![Condition::Regex("pod", "(p|q)[0-9]"), Condition::Regex("model", ".*3")],
             ] {
-                let indexed = matching(&store, metric, &labels, true);
-                prop_assert_eq!(&indexed, &matching(&store, metric, &labels, false));
-                let expected: Vec<SeriesKey> = model
-                    .keys()
-                    .filter(|key| key.metric_name() == metric)
-                    .filter(|key| labels.iter().all(|&(name, value)| key.label_value(name) == Some(value)))
-                    .cloned()
-                    .collect();
-                prop_assert_eq!(indexed, expected);
+                let indexed = matching(&store, metric, &conditions, true);
+                prop_assert_eq!(&indexed, &matching(&store, metric, &conditions, false));
+                prop_assert_eq!(indexed, model_matching(&model, metric, &conditions));
             }
         }
     }
@@ -476,12 +537,47 @@ fn a_selective_query_visits_only_its_candidates() {
         0,
     );
     let mut visited = 0;
-    let walked: ControlFlow<()> = store.visit_metric_with_labels("m0", &[("model", "m17")], 0, i64::MAX, |_, _| {
-        visited += 1;
-        ControlFlow::Continue(())
-    });
+    let walked: ControlFlow<()> = store.visit_metric_with_labels(
+        "m0",
+        &[LabelNarrowing::Equal { name: "model", value: "m17" }],
+        0,
+        i64::MAX,
+        |_, _| {
+            visited += 1;
+            ControlFlow::Continue(())
+        },
+    );
     assert!(walked.is_continue());
     // model m17 has the pods 17, 267, … (8 series, pods mod 7 all different or not: 8 keys).
     assert!(visited <= 8, "{visited} series visited for 8 candidates");
     store.check_label_index();
+}
+
+#[test]
+fn a_regex_query_visits_only_the_series_of_the_values_it_accepts() {
+    let store = Store::new(StoreConfig::new(4, 100_000, 60_000));
+    store.append(
+        batch((0..2_000u32).map(|pod| (indexed_key(0, (pod % 250) as u8, (pod % 7) as u8, None), 1_000, 1.0))),
+        0,
+    );
+    // Models m17 and m170..m179: 11 of 250 values (7 series each: the 8 pods of a model fall
+    // on 7 distinct `pod` values).
+    let regex = regex::Regex::new("^(?:m17.?)$").unwrap();
+    let mut visited = 0;
+    let narrowing = [LabelNarrowing::Matching { name: "model", matches: &regex, prefixes: None }];
+    let walked: ControlFlow<()> = store.visit_metric_with_labels("m0", &narrowing, 0, i64::MAX, |key, _| {
+        assert!(regex.is_match(key.label_value("model").unwrap()), "{key:?}");
+        visited += 1;
+        ControlFlow::Continue(())
+    });
+    assert!(walked.is_continue());
+    assert_eq!(visited, 11 * 7);
+    // A model name no series has: nothing visited.
+    let absent = regex::Regex::new("^(?:x.*)$").unwrap();
+    let prefixes = ["x".to_owned()];
+    let narrowing = [LabelNarrowing::Matching { name: "model", matches: &absent, prefixes: Some(&prefixes) }];
+    let walked: ControlFlow<()> = store.visit_metric_with_labels("m0", &narrowing, 0, i64::MAX, |_, _| {
+        panic!("no series has a model starting with x")
+    });
+    assert!(walked.is_continue());
 }

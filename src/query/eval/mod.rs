@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use super::parser::{Aggregation, MetricQuery};
-use crate::store::{SeriesKey, Store, WindowOp};
+use crate::store::{LabelNarrowing, SeriesKey, Store, WindowOp};
 
 /// Series visited between two looks at the clock.
 const SERIES_PER_CLOCK_CHECK: usize = 256;
@@ -111,8 +111,8 @@ pub fn evaluate_within(
     let mut series_visited = 0usize;
     // Equality matchers narrow the walk through the store's label index; every visited key is
     // still checked against every matcher.
-    let index_labels: Vec<(&str, &str)> = query.index_labels().collect();
-    let walk = store.visit_metric_with_labels(&query.metric_name, &index_labels, start_ms, now_ms, |key, window| {
+    let narrowings: Vec<LabelNarrowing<'_>> = query.narrowings().collect();
+    let walk = store.visit_metric_with_labels(&query.metric_name, &narrowings, start_ms, now_ms, |key, window| {
         series_visited += 1;
         if series_visited > budget.series_max {
             return ControlFlow::Break(QueryCostError::TooManySeries { series_max: budget.series_max });

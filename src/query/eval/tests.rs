@@ -94,7 +94,7 @@ proptest! {
             .map(|(zone, equal)| {
                 let value = format!("z{zone}");
                 let kind = if equal { MatchKind::Equal(value) } else { MatchKind::NotEqual(value) };
-                LabelMatcher { label_name: "zone".to_owned(), kind }
+                LabelMatcher { label_name: "zone".to_owned(), kind, value_prefixes: None }
             })
             .into_iter()
             .collect();

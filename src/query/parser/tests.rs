@@ -455,3 +455,18 @@ fn the_regexes_of_one_query_share_a_compile_budget() {
     let err = parse_metric_query(&query, &QueryLimits::default()).unwrap_err();
     assert!(err.message.contains("the regexes of one query share"), "{}", err.message);
 }
+
+#[test]
+fn a_regex_match_knows_the_prefixes_its_values_start_with() {
+    let prefixes = |matcher_text: &str| single_matcher(matcher_text).value_prefixes.map(|prefixes| prefixes.to_vec());
+    let owned = |prefixes: &[&str]| Some(prefixes.iter().map(|prefix| prefix.to_string()).collect::<Vec<_>>());
+    assert_eq!(prefixes(r#"model_name=~"model-00(1|2).*""#), owned(&["model-001", "model-002"]));
+    assert_eq!(prefixes(r#"m=~"a|ab|b.*""#), owned(&["a", "b"]), "a prefix of another covers it");
+    assert_eq!(prefixes(r#"m=~"gpu-[0-3]""#), owned(&["gpu-0", "gpu-1", "gpu-2", "gpu-3"]));
+    // No finite, non-empty set: every value is tested.
+    assert_eq!(prefixes(r#"m=~".*-prod""#), None);
+    assert_eq!(prefixes(r#"m=~"a?b""#).map(|set| set.contains(&"b".to_owned())), Some(true));
+    assert_eq!(prefixes(r#"m=~"(x|)y""#), owned(&["xy", "y"]));
+    assert_eq!(prefixes(r#"m!~"a.*""#), None, "only a positive regex narrows");
+    assert_eq!(prefixes(r#"m="a""#), None);
+}
