@@ -166,10 +166,13 @@ pub struct LabelMatcher {
     pub label_name: String,
     pub kind: MatchKind,
     /// For `=~`: every value the regex accepts starts with one of these, sorted, none a prefix
-    /// of another (from the regex's literal prefixes), so that a label index can test only the
-    /// values that start with one. `None` when not known (or not a regex match).
-    pub value_prefixes: Option<Box<[String]>>,
+    /// of another (from the regex's literal prefixes), so that a label index can run the regex
+    /// only on values that start with one. `None` when not known (or not a regex match).
+    pub value_prefixes: Option<ValuePrefixes>,
 }
+
+/// Literal prefixes of a regex's values (see [`LabelMatcher::value_prefixes`]).
+pub type ValuePrefixes = Box<[String]>;
 
 /// The operator of a [`LabelMatcher`] with its value. Regexes are compiled fully anchored.
 #[derive(Debug, Clone)]
@@ -645,7 +648,7 @@ impl<'query> QueryParser<'query> {
         label_name: &str,
         regex_source: &str,
         value_position: usize,
-    ) -> Result<(Regex, Option<Box<[String]>>), ParseError> {
+    ) -> Result<(Regex, Option<ValuePrefixes>), ParseError> {
         if regex_source.len() > self.limits.regex_bytes_max {
             return Err(self.error_at(
                 value_position,
@@ -703,7 +706,7 @@ const VALUE_PREFIXES_MAX: usize = 64;
 /// Prefixes one of which starts every string `hir` (matched whole) accepts, sorted, none a
 /// prefix of another; `None` when the regex has no such finite, non-empty set (`.*x`, `(?i)…`
 /// over long text) or more than [`VALUE_PREFIXES_MAX`].
-fn value_prefixes(hir: &regex_syntax::hir::Hir) -> Option<Box<[String]>> {
+fn value_prefixes(hir: &regex_syntax::hir::Hir) -> Option<ValuePrefixes> {
     use regex_syntax::hir::literal::{ExtractKind, Extractor};
     let mut extractor = Extractor::new();
     extractor.kind(ExtractKind::Prefix);

@@ -441,8 +441,14 @@ impl Store {
         // Only the shards that may hold its series: a query over a small metric takes one or two
         // locks, not every shard's (each a chance to wait behind an append).
         let shards = self.accounting.metric_shards(metric_name);
+        let reads_values = narrowings.iter().any(|narrowing| matches!(narrowing, LabelNarrowing::Matching { .. }));
         for shard_idx in (0..self.shards.len()).filter(|&shard_idx| shards.may_hold(shard_idx)) {
             let shard = &self.shards[shard_idx];
+            if reads_values && shard.read().lacks_label_values(metric_name, narrowings) {
+                // A regex's first read of this label here: its value set is made once, under
+                // the write lock (one pass over the metric's series in this shard).
+                shard.write().index_label_values(metric_name, narrowings);
+            }
             let candidates =
                 if narrowings.is_empty() { None } else { shard.read().label_candidates(metric_name, narrowings) };
             match candidates {

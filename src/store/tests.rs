@@ -503,6 +503,11 @@ proptest! {
             if expire {
                 store.drop_expired(now_s * 1_000);
                 model.retain(|_, last_ms| *last_ms >= now_s * 1_000 - 30_000);
+                // A regex read mid-way makes value sets that later steps must keep exact.
+                let conditions = [Condition::Regex(if now_s % 2 == 0 { "model" } else { "pod" }, "(m|p)[0-2]")];
+                for metric in ["m0", "m1"] {
+                    prop_assert_eq!(matching(&store, metric, &conditions, true), model_matching(&model, metric, &conditions));
+                }
             }
         }
         store.check_label_index();
