@@ -125,6 +125,11 @@ type LabelPostings = smallvec::SmallVec<[SeriesIdx; 2]>;
 /// may ever read.
 type LabelValues = std::collections::BTreeSet<Box<[u8]>>;
 
+/// Value sets a shard makes at most. A query names any label it likes, and a set, once made, is
+/// kept (and costs one pass over its metric's series to make): beyond this many, a regex over a
+/// label without a set walks its metric instead.
+const LABEL_VALUE_SETS_MAX: usize = 1024;
+
 /// A condition on one label by which the label index narrows a walk over a metric's series.
 #[derive(Debug, Clone, Copy)]
 pub enum LabelNarrowing<'q> {
@@ -511,7 +516,8 @@ impl Shard {
         }
         for narrowing in narrowings {
             let LabelNarrowing::Matching { name, matches, prefixes } = *narrowing else { continue };
-            // Not made yet (the store makes it before it asks): this regex does not narrow.
+            // Not made (the store makes it before it asks, unless the shard has its most): this
+            // regex does not narrow.
             let Some(values) = self.label_values.get(&label_name_hash(metric_hash, name.as_bytes())) else {
                 continue;
             };
@@ -551,8 +557,12 @@ impl Shard {
         Some(candidates)
     }
 
-    /// Whether a regex of `narrowings` reads a (metric, label) whose value set is not made here.
+    /// Whether a regex of `narrowings` reads a (metric, label) whose value set is not made here
+    /// and may still be (fewer than [`LABEL_VALUE_SETS_MAX`] are).
     pub fn lacks_label_values(&self, metric_name: &str, narrowings: &[LabelNarrowing<'_>]) -> bool {
+        if self.label_values.len() >= LABEL_VALUE_SETS_MAX {
+            return false;
+        }
         let metric_hash = metric_posting_hash(metric_name.as_bytes());
         narrowings.iter().any(|narrowing| match narrowing {
             LabelNarrowing::Matching { name, .. } => {
@@ -570,7 +580,7 @@ impl Shard {
         for narrowing in narrowings {
             let LabelNarrowing::Matching { name, .. } = *narrowing else { continue };
             let name_hash = label_name_hash(metric_hash, name.as_bytes());
-            if label_values.contains_key(&name_hash) {
+            if label_values.contains_key(&name_hash) || label_values.len() >= LABEL_VALUE_SETS_MAX {
                 continue;
             }
             let mut values = LabelValues::default();

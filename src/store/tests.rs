@@ -586,3 +586,23 @@ fn a_regex_query_visits_only_the_series_of_the_values_it_accepts() {
     });
     assert!(walked.is_continue());
 }
+
+#[test]
+fn regexes_over_more_labels_than_a_shard_makes_sets_for_still_answer() {
+    let store = Store::new(StoreConfig::new(1, 10_000, 60_000));
+    store.append(batch((0..200u8).map(|pod| (indexed_key(0, pod % 20, pod, None), 1_000, 1.0))), 0);
+    // Regexes over 1,100 label names no series has: every one answers nothing, and the shard
+    // stops making sets at its most.
+    let names: Vec<String> = (0..1_100).map(|idx| format!("absent_{idx}")).collect();
+    for name in &names {
+        let name: &'static str = Box::leak(name.clone().into_boxed_str());
+        assert!(matching(&store, "m0", &[Condition::Regex(name, "m1.*")], true).is_empty());
+    }
+    // A regex over a real label, after the sets ran out: the full walk's answer.
+    for conditions in [[Condition::Regex("model", "m1.*")], [Condition::Regex("pod", "p1[0-9]")]] {
+        let indexed = matching(&store, "m0", &conditions, true);
+        assert!(!indexed.is_empty());
+        assert_eq!(indexed, matching(&store, "m0", &conditions, false));
+    }
+    store.check_label_index();
+}
