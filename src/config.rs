@@ -96,6 +96,11 @@ pub struct ServeArgs {
     /// Ingest worker threads that decode large bodies at low priority (0 = one per CPU core).
     #[arg(long, env = "OTELSCALE_INGEST_WORKERS", default_value_t = 0)]
     pub ingest_workers: usize,
+    /// Threads of the KEDA scaler port's own runtime (1 = one thread, no work stealing: a
+    /// GetMetrics call then wakes no second thread; broad queries still go to the blocking pool;
+    /// 0 = no runtime of its own: served by the main runtime's workers).
+    #[arg(long, env = "OTELSCALE_SCALER_THREADS", default_value_t = 1)]
+    pub scaler_threads: usize,
     /// Store shards (0 = two per CPU core).
     #[arg(long, env = "OTELSCALE_SHARDS", default_value_t = 0)]
     pub shards: usize,
@@ -324,6 +329,8 @@ pub struct Config {
     pub http_worker_count: usize,
     /// Low-priority threads that decode large bodies for gRPC and epoll HTTP (resolved: never 0).
     pub ingest_worker_count: usize,
+    /// Threads of the scaler port's runtime (`--scaler-threads`, at most 64; 0 = the main runtime).
+    pub scaler_thread_count: usize,
     /// Snapshots: where, how often, how many kept. `None` = off.
     pub snapshot: Option<SnapshotConfig>,
     pub tls: TlsConfig,
@@ -550,6 +557,12 @@ impl ServeArgs {
                 }
                 n => n,
             },
+            scaler_thread_count: match self.scaler_threads {
+                n if n > 64 => {
+                    return Err(ConfigError { flag: "scaler-threads", problem: "must be at most 64".into() })
+                }
+                n => n,
+            },
             io_uring: self.io_uring,
             http_worker_count: positive("http-workers", http_worker_count)?,
         })
@@ -598,6 +611,7 @@ mod tests {
         assert_eq!(config.admin_addr.port(), 8080);
         assert_eq!(config.io_uring, IoUringMode::Auto);
         assert!(config.http_worker_count >= 1);
+        assert_eq!(config.scaler_thread_count, 1);
         assert_eq!(config.future_skew_ms_max, 10_000);
         assert_eq!(config.shutdown_timeout, Duration::from_secs(20));
         let connection = config.connection_limits;
@@ -616,6 +630,9 @@ mod tests {
         assert_eq!(parse(&["--max-store-bytes", "1000"]).unwrap_err().flag, "max-store-bytes");
         assert_eq!(parse(&["--max-series-per-metric", "0"]).unwrap_err().flag, "max-series-per-metric");
         assert_eq!(parse(&["--admin-query-concurrency", "0"]).unwrap_err().flag, "admin-query-concurrency");
+        assert_eq!(parse(&["--scaler-threads", "0"]).unwrap().scaler_thread_count, 0);
+        assert_eq!(parse(&["--scaler-threads", "65"]).unwrap_err().flag, "scaler-threads");
+        assert_eq!(parse(&["--scaler-threads", "4"]).unwrap().scaler_thread_count, 4);
         // The scaler port always has room for every stream KEDA may open plus its calls.
         let config = parse(&["--max-streams", "10", "--max-concurrent-streams", "500"]).unwrap();
         assert_eq!(config.connection_limits.scaler_concurrent_streams_max, 500);

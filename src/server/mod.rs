@@ -17,6 +17,7 @@ pub(crate) mod deadlines;
 mod io;
 mod port;
 pub(crate) mod registry;
+mod runtime;
 mod service;
 #[cfg(test)]
 mod tests;
@@ -209,21 +210,34 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
         tonic::service::Routes::new(OtlpGrpcService::new(Arc::clone(&ingestor))),
         cancel.clone(),
     );
-    let scaler_port = port::serve(
-        listeners.scaler,
-        PortSettings {
-            purpose: "KEDA external scaler",
-            // KEDA multiplexes every trigger's StreamIsActive streams over one connection.
-            protocol: Protocol::Http2 { concurrent_streams_max: limits.scaler_concurrent_streams_max },
-            limits,
-            tls: port_tls.scaler,
-            tls_handshake_timeout: handshake_timeout,
-            service: grpc_service(&telemetry),
-        },
-        ConnectionRegistry::new("KEDA external scaler", connections_max),
-        tonic::service::Routes::new(ExternalScalerServer::new(scaler)),
-        cancel.clone(),
-    );
+    // The scaler port runs on a runtime of its own (`--scaler-threads`): see ARCHITECTURE.md.
+    let (scaler_runtime, scaler_listener) =
+        match runtime::for_port(listeners.scaler, "otelscale-scaler", config.scaler_thread_count) {
+            Ok(started) => started,
+            Err(err) => {
+                cancel.cancel();
+                return Err(ServerError::Serve { purpose: "KEDA external scaler", message: err.to_string() });
+            }
+        };
+    let scaler_port = {
+        // Spawned onto, and served by, the scaler runtime's tasks.
+        let _scaler_context = scaler_runtime.as_ref().map(|runtime| runtime.handle().enter());
+        port::serve(
+            scaler_listener,
+            PortSettings {
+                purpose: "KEDA external scaler",
+                // KEDA multiplexes every trigger's StreamIsActive streams over one connection.
+                protocol: Protocol::Http2 { concurrent_streams_max: limits.scaler_concurrent_streams_max },
+                limits,
+                tls: port_tls.scaler,
+                tls_handshake_timeout: handshake_timeout,
+                service: grpc_service(&telemetry),
+            },
+            ConnectionRegistry::new("KEDA external scaler", connections_max),
+            tonic::service::Routes::new(ExternalScalerServer::new(scaler)),
+            cancel.clone(),
+        )
+    };
     let admin_port = port::serve(
         listeners.admin,
         PortSettings {
@@ -287,6 +301,9 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
     }
     cancel.cancel();
     let drained = drain(&mut ports, otlp_http, &otlp_http_registry, config.shutdown_timeout).await;
+    if let Some(scaler_runtime) = scaler_runtime {
+        scaler_runtime.stop().await;
+    }
     let _ = retention.await;
     self_export_cancel.cancel();
     if let Some(self_export) = self_export {
