@@ -12,9 +12,13 @@
 # server's RSS passes 4 GiB, and a watchdog kills the server if it passes 8 GiB anyway.
 # Takes five to ten minutes: each attack 20 s, then up to 180 s for the server to settle (an
 # unhardened server may still be digesting a bomb for a minute or two after its attack ends).
+# $HOSTILE_BIN_DIR: take both binaries from there and build nothing (A/B runs of saved builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --workspace
+bin_dir=${HOSTILE_BIN_DIR:-./target/release}
+if [[ -z ${HOSTILE_BIN_DIR:-} ]]; then
+  cargo build --release --workspace
+fi
 label=${1:-run}
 shift || true
 out=${HOSTILE_REPORT:-"perf-reports/$(date -u +%F)-hostile-$label"}
@@ -27,7 +31,7 @@ source loadgen/server.sh
 # large-label attacks reach the decoder and the store instead of being refused at the door).
 # --max-series-per-metric keeps the defaults' ratio to --max-series (1 to 4).
 # shellcheck disable=SC2086
-start_server ./target/release/otelscale /tmp/otelscale-hostile-server.log --io-uring off --max-series 200000 \
+start_server "$bin_dir/otelscale" /tmp/otelscale-hostile-server.log --io-uring off --max-series 200000 \
   --max-series-per-metric 50000 ${HOSTILE_SERVER_FLAGS:-}
 
 rss_kill_kib=$((8 * 1024 * 1024))
@@ -56,5 +60,5 @@ finish() {
 }
 trap finish EXIT
 
-./target/release/otelscale-loadgen hostile --server-pid "$server_pid" --admin 127.0.0.1:8080 \
+"$bin_dir/otelscale-loadgen" hostile --server-pid "$server_pid" --admin 127.0.0.1:8080 \
   --zstd-bodies 1 --rss-stop-mib 4096 --settle-timeout 180s --quiet --report "$out" "$@"

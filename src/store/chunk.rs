@@ -1,23 +1,26 @@
-//! A chunk: up to [`CHUNK_CAPACITY`] consecutive samples of one series in one heap block, with
-//! a summary of them kept exact on every write.
+//! A chunk: up to its size class's capacity of consecutive samples of one series in one heap
+//! block, with a summary of them kept exact on every write.
 //!
-//! Layout of the block (1,504 bytes, one allocation, reused through the shard's spare chunks):
+//! Layout of a block (one allocation, reused through the shard's spare chunks of its class):
 //!
 //! ```text
 //! summary      64 B   base, count, sum, min, max, first/last value, counter increase
-//! values      960 B   120 × f64, contiguous for vector loads
-//! offsets_ms  480 B   120 × u32: timestamp - base_ms (the first sample's timestamp)
+//! values      8 × N   f64, contiguous for vector loads
+//! offsets_ms  4 × N   u32: timestamp - base_ms (the first sample's timestamp)
 //! ```
 //!
-//! That is 12 bytes per sample in the columns, 12.53 with the summary. A window query reads
-//! only the summary of a chunk that lies entirely inside the window, and scans the columns of
-//! the one chunk that straddles the window start (see `window.rs`).
+//! N is 8, 32 or 120 ([`ChunkClass`]): 160, 448 or 1,504 bytes. A full chunk of 120 holds 12
+//! bytes per sample in the columns, 12.53 with the summary. The class of each new chunk follows
+//! the rate the series was pushed at ([`ChunkClass::after`]), so a series pushed once a minute
+//! does not reserve two hours of samples. A window query reads only the summary of a chunk that
+//! lies entirely inside the window, and scans the columns of the one chunk that straddles the
+//! window start (see `window.rs`).
 
 use std::fmt;
 
 use super::kernels;
 
-/// Samples per chunk. Two minutes of 1 s samples fit in one chunk, so a series scraped every
+/// Samples of a full chunk. Two minutes of 1 s samples fit in one chunk, so a series scraped every
 /// second with a two-minute window has its window in one or two chunks, and a chunk holding
 /// 120 samples has no unused slot.
 pub const CHUNK_CAPACITY: usize = 120;
@@ -116,30 +119,160 @@ impl ChunkSummary {
     }
 }
 
+/// A chunk's size class: how many samples its block has room for. A series' first chunk is
+/// [`ChunkClass::Small`]; each later one is sized by [`ChunkClass::after`] from the rate its
+/// previous chunk saw, so a series pushed every minute holds a few samples per chunk and one
+/// pushed every second holds full chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkClass {
+    /// 8 samples: a 160-byte block.
+    Small,
+    /// 32 samples: 448 bytes.
+    Medium,
+    /// [`CHUNK_CAPACITY`] samples: 1,504 bytes.
+    Full,
+}
+
+impl ChunkClass {
+    pub const ALL: [ChunkClass; 3] = [ChunkClass::Small, ChunkClass::Medium, ChunkClass::Full];
+
+    pub const fn capacity(self) -> usize {
+        match self {
+            ChunkClass::Small => 8,
+            ChunkClass::Medium => 32,
+            ChunkClass::Full => CHUNK_CAPACITY,
+        }
+    }
+
+    /// Heap bytes of a block of this class.
+    pub const fn block_bytes(self) -> usize {
+        match self {
+            ChunkClass::Small => std::mem::size_of::<Block<8>>(),
+            ChunkClass::Medium => std::mem::size_of::<Block<32>>(),
+            ChunkClass::Full => std::mem::size_of::<Block<CHUNK_CAPACITY>>(),
+        }
+    }
+
+    /// Position in [`ChunkClass::ALL`].
+    pub const fn idx(self) -> usize {
+        self as usize
+    }
+
+    /// The one sizing policy: the class of the chunk that follows `previous` (full, or unable
+    /// to reach the next timestamp) in a store that keeps `retention_ms` of samples. It is the
+    /// smallest class that holds the samples `previous`'s rate puts in one retention, so that a
+    /// chunk spans about a retention: a series holds its window in one or two chunks, and a
+    /// chunk is dropped soon after its last sample leaves the window.
+    pub fn after(previous: &Chunk, retention_ms: i64) -> ChunkClass {
+        let span_ms = match (previous.last_timestamp_ms(), previous.len()) {
+            (Some(last_ms), samples) if samples >= 2 => last_ms - previous.summary().base_ms,
+            // One sample (its successor was beyond 32-bit offsets): no rate to go by.
+            _ => return ChunkClass::Small,
+        };
+        // Samples per retention at the rate of `previous`'s steps, rounded up.
+        let steps = (previous.len() - 1) as u128;
+        let retention_ms = u128::try_from(retention_ms).unwrap_or(0).max(1);
+        let span_ms = u128::try_from(span_ms).unwrap_or(0).max(1);
+        let per_retention = (retention_ms * steps).div_ceil(span_ms);
+        ChunkClass::ALL.into_iter().find(|class| class.capacity() as u128 >= per_retention).unwrap_or(ChunkClass::Full)
+    }
+}
+
 /// The heap block of a chunk: the summary first, so that reading it touches the block's first
 /// cache line(s) only.
 #[repr(C)]
-struct ChunkBlock {
+struct Block<const N: usize> {
     summary: ChunkSummary,
-    values: [f64; CHUNK_CAPACITY],
-    offsets_ms: [u32; CHUNK_CAPACITY],
+    values: [f64; N],
+    offsets_ms: [u32; N],
 }
 
-pub(super) const CHUNK_BLOCK_BYTES: usize = std::mem::size_of::<ChunkBlock>();
+impl<const N: usize> Block<N> {
+    fn boxed() -> Box<Self> {
+        Box::new(Block { summary: ChunkSummary::EMPTY, values: [0.0; N], offsets_ms: [0; N] })
+    }
+}
+
+/// Bytes of the block of a full chunk.
+pub(super) const CHUNK_BLOCK_BYTES: usize = ChunkClass::Full.block_bytes();
 const _: () = assert!(CHUNK_BLOCK_BYTES == 64 + CHUNK_CAPACITY * 12, "no padding in the block");
+const _: () =
+    assert!(ChunkClass::Small.block_bytes() == 64 + 8 * 12 && ChunkClass::Medium.block_bytes() == 64 + 32 * 12);
 
-/// Up to [`CHUNK_CAPACITY`] samples with strictly ascending timestamps, all less than
-/// `u32::MAX` ms (49.7 days) after the first. A series' chunks ascend too.
-/// Inline size: one pointer, so a `VecDeque<Chunk>` costs 8 bytes per chunk.
-pub struct Chunk {
-    block: Box<ChunkBlock>,
+/// The block of each class; the one place that tells them apart.
+enum Blocks {
+    Small(Box<Block<8>>),
+    Medium(Box<Block<32>>),
+    Full(Box<Block<CHUNK_CAPACITY>>),
 }
 
-const _: () = assert!(std::mem::size_of::<Chunk>() == 8);
+/// A block's parts, whatever its class: the summary and the whole of both columns.
+struct Parts<'a> {
+    summary: &'a ChunkSummary,
+    values: &'a [f64],
+    offsets_ms: &'a [u32],
+}
+
+struct PartsMut<'a> {
+    summary: &'a mut ChunkSummary,
+    values: &'a mut [f64],
+    offsets_ms: &'a mut [u32],
+}
+
+impl Blocks {
+    fn parts(&self) -> Parts<'_> {
+        match self {
+            Blocks::Small(block) => {
+                Parts { summary: &block.summary, values: &block.values, offsets_ms: &block.offsets_ms }
+            }
+            Blocks::Medium(block) => {
+                Parts { summary: &block.summary, values: &block.values, offsets_ms: &block.offsets_ms }
+            }
+            Blocks::Full(block) => {
+                Parts { summary: &block.summary, values: &block.values, offsets_ms: &block.offsets_ms }
+            }
+        }
+    }
+
+    fn parts_mut(&mut self) -> PartsMut<'_> {
+        match self {
+            Blocks::Small(block) => {
+                PartsMut { summary: &mut block.summary, values: &mut block.values, offsets_ms: &mut block.offsets_ms }
+            }
+            Blocks::Medium(block) => {
+                PartsMut { summary: &mut block.summary, values: &mut block.values, offsets_ms: &mut block.offsets_ms }
+            }
+            Blocks::Full(block) => {
+                PartsMut { summary: &mut block.summary, values: &mut block.values, offsets_ms: &mut block.offsets_ms }
+            }
+        }
+    }
+
+    fn summary(&self) -> &ChunkSummary {
+        match self {
+            Blocks::Small(block) => &block.summary,
+            Blocks::Medium(block) => &block.summary,
+            Blocks::Full(block) => &block.summary,
+        }
+    }
+}
+
+/// Up to its class's capacity of samples with strictly ascending timestamps, all less than
+/// `u32::MAX` ms (49.7 days) after the first. A series' chunks ascend too.
+/// Inline size: a tag and a pointer, so a `VecDeque<Chunk>` costs 16 bytes per chunk.
+pub struct Chunk {
+    blocks: Blocks,
+}
+
+const _: () = assert!(std::mem::size_of::<Chunk>() == 16);
 
 impl fmt::Debug for Chunk {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.debug_struct("Chunk").field("summary", &self.block.summary).finish_non_exhaustive()
+        formatter
+            .debug_struct("Chunk")
+            .field("class", &self.class())
+            .field("summary", self.summary())
+            .finish_non_exhaustive()
     }
 }
 
@@ -167,35 +300,42 @@ impl ChunkSlice<'_> {
 }
 
 impl Chunk {
-    /// An empty chunk with room for [`CHUNK_CAPACITY`] samples (its one allocation).
-    pub fn with_capacity() -> Self {
-        Chunk {
-            block: Box::new(ChunkBlock {
-                summary: ChunkSummary::EMPTY,
-                values: [0.0; CHUNK_CAPACITY],
-                offsets_ms: [0; CHUNK_CAPACITY],
-            }),
+    /// An empty chunk of `class` (its one allocation).
+    pub fn new(class: ChunkClass) -> Self {
+        let blocks = match class {
+            ChunkClass::Small => Blocks::Small(Block::boxed()),
+            ChunkClass::Medium => Blocks::Medium(Block::boxed()),
+            ChunkClass::Full => Blocks::Full(Block::boxed()),
+        };
+        Chunk { blocks }
+    }
+
+    pub fn class(&self) -> ChunkClass {
+        match self.blocks {
+            Blocks::Small(_) => ChunkClass::Small,
+            Blocks::Medium(_) => ChunkClass::Medium,
+            Blocks::Full(_) => ChunkClass::Full,
         }
     }
 
     /// Empties the chunk and keeps its block, for reuse by another series.
     pub fn clear(&mut self) {
-        self.block.summary = ChunkSummary::EMPTY;
+        *self.blocks.parts_mut().summary = ChunkSummary::EMPTY;
     }
 
     pub fn len(&self) -> usize {
-        self.block.summary.n_samples as usize
+        self.summary().n_samples as usize
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Whether the chunk holds [`CHUNK_CAPACITY`] samples. A chunk that is not full may still
+    /// Whether the chunk holds its class's capacity of samples. A chunk that is not full may still
     /// be unable to take a timestamp too far after its first one: use [`Chunk::can_hold`]
     /// before [`Chunk::push`].
     pub fn is_full(&self) -> bool {
-        self.len() >= CHUNK_CAPACITY
+        self.len() >= self.class().capacity()
     }
 
     /// Whether [`Chunk::push`] may append a sample at `timestamp_ms` (later than the last
@@ -205,12 +345,12 @@ impl Chunk {
     }
 
     fn offset_ms(&self, timestamp_ms: i64) -> Option<u32> {
-        let delta_ms = timestamp_ms.checked_sub(self.block.summary.base_ms)?;
+        let delta_ms = timestamp_ms.checked_sub(self.summary().base_ms)?;
         u32::try_from(delta_ms).ok()
     }
 
     pub fn last_timestamp_ms(&self) -> Option<i64> {
-        (!self.is_empty()).then(|| self.block.summary.last_timestamp_ms())
+        (!self.is_empty()).then(|| self.summary().last_timestamp_ms())
     }
 
     /// Appends a sample and updates the summary in O(1). The caller guarantees
@@ -219,69 +359,81 @@ impl Chunk {
         debug_assert!(self.last_timestamp_ms().is_none_or(|last| last < timestamp_ms));
         assert!(self.can_hold(timestamp_ms), "push into a chunk that cannot hold {timestamp_ms}: check can_hold");
         let idx = self.len();
-        let offset_ms = if idx == 0 {
-            self.block.summary.base_ms = timestamp_ms;
-            0
-        } else {
-            self.offset_ms(timestamp_ms).expect("can_hold checked the offset")
-        };
-        let block = &mut *self.block;
+        let offset_ms = if idx == 0 { 0 } else { self.offset_ms(timestamp_ms).expect("can_hold checked the offset") };
+        let block = self.blocks.parts_mut();
+        if idx == 0 {
+            block.summary.base_ms = timestamp_ms;
+        }
         block.values[idx] = value;
         block.offsets_ms[idx] = offset_ms;
         block.summary.absorb(offset_ms, value);
+    }
+
+    /// Copies every sample of `smaller` into this empty chunk of a class at least as large (a
+    /// series' chunk grown to the class its rate asks for). The summary ends as `smaller`'s.
+    pub fn fill_from(&mut self, smaller: &Chunk) {
+        assert!(self.is_empty() && smaller.len() <= self.class().capacity(), "fill_from needs room for every sample");
+        let base_ms = smaller.summary().base_ms;
+        for (&offset_ms, &value) in smaller.offsets_ms().iter().zip(smaller.values()) {
+            self.push(base_ms + i64::from(offset_ms), value);
+        }
     }
 
     /// Replaces the value of the last sample (a re-sent point with the same timestamp) and
     /// recomputes the summary: O(n), but overwrites are rare.
     pub fn overwrite_last(&mut self, value: f64) {
         let Some(last_idx) = self.len().checked_sub(1) else { return };
-        let block = &mut *self.block;
+        let block = self.blocks.parts_mut();
         block.values[last_idx] = value;
         let n_samples = last_idx + 1;
-        block.summary =
+        *block.summary =
             ChunkSummary::of(block.summary.base_ms, &block.offsets_ms[..n_samples], &block.values[..n_samples]);
     }
 
     /// Starts loading the summary into the cache (both lines it may span: the block is only
     /// 16-byte aligned), so that reading it later overlaps with other work.
     pub fn prefetch_summary(&self) {
-        let summary = &self.block.summary;
+        let summary = self.summary();
         kernels::prefetch(summary);
         kernels::prefetch(&summary.max);
     }
 
     pub fn summary(&self) -> &ChunkSummary {
-        &self.block.summary
+        self.blocks.summary()
     }
 
     /// The value column, oldest first.
     pub fn values(&self) -> &[f64] {
-        &self.block.values[..self.len()]
+        let Parts { summary, values, .. } = self.blocks.parts();
+        &values[..summary.n_samples as usize]
     }
 
     /// The timestamp column as offsets from [`ChunkSummary::base_ms`].
     pub fn offsets_ms(&self) -> &[u32] {
-        &self.block.offsets_ms[..self.len()]
+        let Parts { summary, offsets_ms, .. } = self.blocks.parts();
+        &offsets_ms[..summary.n_samples as usize]
     }
 
     /// Index of the first sample with `timestamp >= start_ms` (the length when none is).
     pub fn first_idx_at_or_after(&self, start_ms: i64) -> usize {
-        let base_ms = self.block.summary.base_ms;
-        if self.is_empty() || start_ms <= base_ms {
+        let Parts { summary, values, offsets_ms } = self.blocks.parts();
+        let base_ms = summary.base_ms;
+        let len = summary.n_samples as usize;
+        if len == 0 || start_ms <= base_ms {
             return 0;
         }
-        let last_offset_ms = self.block.summary.last_offset_ms;
+        let last_offset_ms = summary.last_offset_ms;
         let start_offset_ms = match start_ms.checked_sub(base_ms).map(u32::try_from) {
             Some(Ok(start_offset_ms)) if start_offset_ms <= last_offset_ms => start_offset_ms,
             // After the last sample (possibly beyond what an offset can express).
-            _ => return self.len(),
+            _ => return len,
         };
         // The caller reads the value at the index found next: start loading the line the search
         // will most likely land on now, in parallel with the search's own loads (the first
         // offset is 0 by construction, the base being the first sample's timestamp).
-        let guess = kernels::interpolated_idx(0, last_offset_ms, self.len(), start_offset_ms);
-        kernels::prefetch(&self.block.values[guess]);
-        kernels::first_idx_at_or_after(self.offsets_ms(), start_offset_ms)
+        let guess = kernels::interpolated_idx(0, last_offset_ms, len, start_offset_ms);
+        kernels::prefetch(&values[guess]);
+        kernels::first_idx_at_or_after(&offsets_ms[..len], start_offset_ms)
     }
 
     /// Number of samples with `timestamp <= end_ms`: the index just past the last of them.
@@ -289,7 +441,7 @@ impl Chunk {
         if self.last_timestamp_ms().is_none_or(|last_ms| last_ms <= end_ms) {
             return self.len();
         }
-        match end_ms.checked_sub(self.block.summary.base_ms).map(u32::try_from) {
+        match end_ms.checked_sub(self.summary().base_ms).map(u32::try_from) {
             // The first sample with an offset beyond `end_ms`'s.
             Some(Ok(end_offset_ms)) => match end_offset_ms.checked_add(1) {
                 Some(after_end_ms) => kernels::first_idx_at_or_after(self.offsets_ms(), after_end_ms),
@@ -307,10 +459,12 @@ impl Chunk {
 
     /// The samples of indices `first_idx..end_idx`.
     pub fn slice(&self, first_idx: usize, end_idx: usize) -> ChunkSlice<'_> {
+        let Parts { summary, values, offsets_ms } = self.blocks.parts();
+        let len = summary.n_samples as usize;
         ChunkSlice {
-            base_ms: self.block.summary.base_ms,
-            offsets_ms: &self.offsets_ms()[first_idx..end_idx],
-            values: &self.values()[first_idx..end_idx],
+            base_ms: summary.base_ms,
+            offsets_ms: &offsets_ms[..len][first_idx..end_idx],
+            values: &values[..len][first_idx..end_idx],
         }
     }
 }
@@ -338,7 +492,7 @@ mod tests {
 
     #[test]
     fn slices_cut_at_the_window_start() {
-        let mut chunk = Chunk::with_capacity();
+        let mut chunk = Chunk::new(ChunkClass::Full);
         for ts in [10, 20, 30, 40] {
             chunk.push(ts, ts as f64 / 10.0);
         }
@@ -356,7 +510,7 @@ mod tests {
 
     #[test]
     fn summary_follows_pushes_and_overwrites() {
-        let mut chunk = Chunk::with_capacity();
+        let mut chunk = Chunk::new(ChunkClass::Full);
         assert!(chunk.is_empty() && chunk.last_timestamp_ms().is_none());
         for (ts, value) in [(1_000, 5.0), (2_000, 7.0), (3_000, 2.0), (4_000, 4.0)] {
             chunk.push(ts, value);
@@ -379,7 +533,7 @@ mod tests {
 
     #[test]
     fn timestamps_beyond_u32_offsets_need_a_new_chunk() {
-        let mut chunk = Chunk::with_capacity();
+        let mut chunk = Chunk::new(ChunkClass::Full);
         assert!(chunk.can_hold(i64::MIN) && chunk.can_hold(i64::MAX));
         chunk.push(1_000, 1.0);
         let last_representable_ms = 1_000 + i64::from(u32::MAX);
@@ -394,7 +548,7 @@ mod tests {
 
     #[test]
     fn fills_to_capacity_and_is_reused_after_clear() {
-        let mut chunk = Chunk::with_capacity();
+        let mut chunk = Chunk::new(ChunkClass::Full);
         for idx in 0..CHUNK_CAPACITY as i64 {
             assert!(chunk.can_hold(idx));
             chunk.push(idx, idx as f64);
@@ -404,6 +558,52 @@ mod tests {
         assert_eq!(CHUNK_BLOCK_BYTES - std::mem::size_of::<ChunkSummary>(), CHUNK_CAPACITY * 12);
         chunk.clear();
         assert!(!chunk.is_full() && chunk.can_hold(0));
+    }
+
+    #[test]
+    fn each_class_fills_to_its_own_capacity() {
+        for class in ChunkClass::ALL {
+            let mut chunk = Chunk::new(class);
+            assert_eq!(chunk.class(), class);
+            for idx in 0..class.capacity() as i64 {
+                assert!(chunk.can_hold(idx));
+                chunk.push(idx, idx as f64);
+            }
+            assert!(chunk.is_full() && !chunk.can_hold(class.capacity() as i64));
+            assert_eq!(chunk.values().len(), class.capacity());
+            assert_eq!(chunk.summary().sum, (0..class.capacity()).map(|idx| idx as f64).sum::<f64>());
+            assert_eq!(class.block_bytes(), 64 + class.capacity() * 12);
+        }
+        assert_eq!(ChunkClass::ALL.map(ChunkClass::capacity), [8, 32, CHUNK_CAPACITY]);
+    }
+
+    fn filled(class: ChunkClass, interval_ms: i64) -> Chunk {
+        let mut chunk = Chunk::new(class);
+        for idx in 0..class.capacity() as i64 {
+            chunk.push(1_000 + idx * interval_ms, 1.0);
+        }
+        chunk
+    }
+
+    #[test]
+    fn the_next_chunk_holds_about_one_retention_at_the_previous_rate() {
+        let retention_ms = 120_000;
+        // Every second: 120 samples per retention.
+        assert_eq!(ChunkClass::after(&filled(ChunkClass::Small, 1_000), retention_ms), ChunkClass::Full);
+        assert_eq!(ChunkClass::after(&filled(ChunkClass::Full, 1_000), retention_ms), ChunkClass::Full);
+        // Every 5 s: 24 samples per retention.
+        assert_eq!(ChunkClass::after(&filled(ChunkClass::Small, 5_000), retention_ms), ChunkClass::Medium);
+        assert_eq!(ChunkClass::after(&filled(ChunkClass::Full, 5_000), retention_ms), ChunkClass::Medium);
+        // Every 15 s (8 per retention) or every minute.
+        assert_eq!(ChunkClass::after(&filled(ChunkClass::Small, 15_000), retention_ms), ChunkClass::Small);
+        assert_eq!(ChunkClass::after(&filled(ChunkClass::Medium, 60_000), retention_ms), ChunkClass::Small);
+        // Faster than a retention holds: the largest class.
+        assert_eq!(ChunkClass::after(&filled(ChunkClass::Small, 1), i64::MAX), ChunkClass::Full);
+        // One sample (the next was beyond 32-bit offsets), or none: no rate to go by.
+        let mut single = Chunk::new(ChunkClass::Full);
+        assert_eq!(ChunkClass::after(&single, retention_ms), ChunkClass::Small);
+        single.push(0, 1.0);
+        assert_eq!(ChunkClass::after(&single, retention_ms), ChunkClass::Small);
     }
 
     proptest! {
@@ -416,7 +616,7 @@ mod tests {
             ),
             base_ms in -1_000_000i64..1_000_000,
         ) {
-            let mut chunk = Chunk::with_capacity();
+            let mut chunk = Chunk::new(ChunkClass::Full);
             let mut next_ms = base_ms;
             let mut last_pushed_ms = None;
             for (overwrite, gap_ms, value) in writes {

@@ -209,7 +209,7 @@ pub struct Store {
 impl Store {
     pub fn new(config: StoreConfig) -> Self {
         assert!(config.shard_count > 0, "shard_count is validated to be positive");
-        let shards = (0..config.shard_count).map(|_| RwLock::new(Shard::default())).collect();
+        let shards = (0..config.shard_count).map(|_| RwLock::new(Shard::new(config.retention_ms))).collect();
         let walks_under_way = (0..config.shard_count).map(|_| AtomicUsize::new(0)).collect();
         let accounting = Accounting::new(CountLimits {
             series_count_max: config.series_count_max,

@@ -17,15 +17,55 @@ use std::ops::ControlFlow;
 use hashbrown::HashTable;
 
 use super::accounting::{Accounting, SeriesReservation};
-use super::chunk::Chunk;
+use super::chunk::{Chunk, ChunkClass};
 use super::series_key::SeriesKey;
 use super::window::{SeriesKind, SeriesWindow};
 
 /// Index of a series inside its shard.
 pub(super) type SeriesIdx = u32;
 
-/// Spare chunks kept per shard for reuse; beyond this they are freed.
+/// Spare chunks kept per shard and class for reuse; beyond this they are freed.
 const SPARE_CHUNKS_MAX: usize = 4096;
+
+/// Emptied chunks kept for reuse, by class: a new chunk of a class takes one of its class.
+#[derive(Debug, Default)]
+struct SpareChunks {
+    by_class: [Vec<Chunk>; ChunkClass::ALL.len()],
+}
+
+impl SpareChunks {
+    fn take(&mut self, class: ChunkClass) -> Option<Chunk> {
+        self.by_class[class.idx()].pop()
+    }
+
+    /// A spare chunk of `class`, or a new one if `--max-store-bytes` has room for it.
+    fn take_or_allocate(&mut self, class: ChunkClass, accounting: &Accounting) -> Option<Chunk> {
+        match self.take(class) {
+            Some(chunk) => Some(chunk),
+            None if accounting.try_reserve_bytes(chunk_bytes(class)) => Some(Chunk::new(class)),
+            None => None,
+        }
+    }
+
+    fn has(&self, class: ChunkClass) -> bool {
+        !self.by_class[class.idx()].is_empty()
+    }
+
+    /// Keeps `chunk` (emptied) for reuse, or gives it back when its class has enough spares.
+    fn keep(&mut self, mut chunk: Chunk) -> Option<Chunk> {
+        let spares = &mut self.by_class[chunk.class().idx()];
+        if spares.len() >= SPARE_CHUNKS_MAX {
+            return Some(chunk);
+        }
+        chunk.clear();
+        spares.push(chunk);
+        None
+    }
+
+    fn bytes(&self) -> usize {
+        ChunkClass::ALL.iter().map(|&class| self.by_class[class.idx()].len() * chunk_bytes(class)).sum()
+    }
+}
 
 /// A postings entry of a series removed while a query was walking the shard (see
 /// [`MetricPostings`]).
@@ -145,9 +185,11 @@ pub enum LabelNarrowing<'q> {
 /// A series' label index keys, on the stack for up to 16 labels.
 type LabelHashes = smallvec::SmallVec<[u64; 16]>;
 
-/// Bytes a chunk holds, as counted against `--max-store-bytes`: its block and its place in the
-/// series' chunk queue. Spare chunks count too: the store holds them.
-pub(super) const CHUNK_BYTES: usize = super::chunk::CHUNK_BLOCK_BYTES + std::mem::size_of::<Chunk>();
+/// Bytes a chunk of `class` holds, as counted against `--max-store-bytes`: its block and its
+/// place in the series' chunk queue. Spare chunks count too: the store holds them.
+pub(super) const fn chunk_bytes(class: ChunkClass) -> usize {
+    class.block_bytes() + std::mem::size_of::<Chunk>()
+}
 
 #[derive(Debug)]
 pub(super) struct Series {
@@ -182,7 +224,8 @@ impl Series {
         &mut self,
         timestamp_ms: i64,
         value: f64,
-        spare_chunks: &mut Vec<Chunk>,
+        spare_chunks: &mut SpareChunks,
+        retention_ms: i64,
         accounting: &Accounting,
     ) -> AppendResult {
         if let Some(last_ms) = self.last_timestamp_ms() {
@@ -196,12 +239,28 @@ impl Series {
                 return AppendResult::Overwritten;
             }
         }
-        // A full chunk, or one whose 32-bit offsets cannot reach this timestamp, ends here.
-        if self.chunks.back().is_none_or(|chunk| !chunk.can_hold(timestamp_ms)) {
-            let chunk = match spare_chunks.pop() {
-                Some(chunk) => chunk,
-                None if accounting.try_reserve_bytes(CHUNK_BYTES) => Chunk::with_capacity(),
-                None => return AppendResult::StoreFull,
+        // A full chunk, or one whose 32-bit offsets cannot reach this timestamp, ends here; or,
+        // full and of a smaller class than the series' rate asks for, it grows: its samples
+        // move to a chunk of that class (at most twice in a series' life, 8 and 32 samples).
+        if let Some(previous) = self.chunks.back().filter(|chunk| !chunk.can_hold(timestamp_ms)) {
+            let class = ChunkClass::after(previous, retention_ms);
+            let Some(mut chunk) = spare_chunks.take_or_allocate(class, accounting) else {
+                return AppendResult::StoreFull;
+            };
+            let grows = class.capacity() > previous.class().capacity() && previous.is_full();
+            if grows {
+                chunk.fill_from(previous);
+                let outgrown = std::mem::replace(self.chunks.back_mut().expect("the previous chunk"), chunk);
+                if let Some(freed) = spare_chunks.keep(outgrown) {
+                    accounting.release_bytes(chunk_bytes(freed.class()));
+                }
+            } else {
+                self.chunks.push_back(chunk);
+            }
+        } else if self.chunks.is_empty() {
+            // Never left empty by the store (a series is created with its first chunk).
+            let Some(chunk) = spare_chunks.take_or_allocate(ChunkClass::Small, accounting) else {
+                return AppendResult::StoreFull;
             };
             self.chunks.push_back(chunk);
         }
@@ -211,7 +270,7 @@ impl Series {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Shard {
     /// Series hash → slot; equality is checked against the stored key.
     index: HashTable<SeriesIdx>,
@@ -232,10 +291,26 @@ pub(super) struct Shard {
     /// [`Shard::index_label_values`], never dropped); kept exact with the postings. A regex
     /// matcher is tested once per value, not once per series.
     label_values: hashbrown::HashMap<u64, LabelValues, foldhash::fast::FixedState>,
-    spare_chunks: Vec<Chunk>,
+    spare_chunks: SpareChunks,
+    /// The store's retention, which sizes new chunks ([`ChunkClass::after`]).
+    retention_ms: i64,
 }
 
 impl Shard {
+    pub fn new(retention_ms: i64) -> Self {
+        Shard {
+            index: HashTable::default(),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            postings: Default::default(),
+            tombstones: 0,
+            label_postings: Default::default(),
+            label_values: Default::default(),
+            spare_chunks: SpareChunks::default(),
+            retention_ms,
+        }
+    }
+
     /// The series with hash `key_hash` for which `is_same` holds.
     pub fn find(&self, key_hash: u64, is_same: impl Fn(&SeriesKey) -> bool) -> Option<SeriesIdx> {
         self.index
@@ -253,8 +328,9 @@ impl Shard {
     /// Bytes a new series with `key` would take here, as [`Shard::insert`] counts them: key,
     /// series and, unless a spare one is left, its first chunk.
     pub fn new_series_bytes(&self, key: &SeriesKey) -> usize {
-        let chunk_bytes = if self.spare_chunks.is_empty() { CHUNK_BYTES } else { 0 };
-        key.heap_bytes() + series_bytes(key) + chunk_bytes
+        let first_chunk_bytes =
+            if self.spare_chunks.has(ChunkClass::Small) { 0 } else { chunk_bytes(ChunkClass::Small) };
+        key.heap_bytes() + series_bytes(key) + first_chunk_bytes
     }
 
     /// Adds the series of `reservation`'s key (made for [`Shard::new_series_bytes`] of it),
@@ -288,7 +364,7 @@ impl Shard {
         label_postings.reserve(label_hashes.len());
         let mut label_positions = vec![0u32; label_hashes.len()].into_boxed_slice();
         let mut chunks = VecDeque::with_capacity(1);
-        chunks.push_back(spare_chunks.pop().unwrap_or_else(Chunk::with_capacity));
+        chunks.push_back(spare_chunks.take(ChunkClass::Small).unwrap_or_else(|| Chunk::new(ChunkClass::Small)));
         // Then the steps that cannot fail: counts, slot, index, postings, label postings.
         let key = reservation.commit();
         let idx = free_slot.unwrap_or(slots.len() as SeriesIdx);
@@ -339,7 +415,7 @@ impl Shard {
     ) -> AppendResult {
         let series = self.slots[idx as usize].as_mut().expect("slot of a live series");
         series.kind = kind;
-        series.append(timestamp_ms, value, &mut self.spare_chunks, accounting)
+        series.append(timestamp_ms, value, &mut self.spare_chunks, self.retention_ms, accounting)
     }
 
     /// Calls `visit` for every series of `metric_name` with its window starting at `start_ms`.
@@ -450,13 +526,9 @@ impl Shard {
                 .front()
                 .is_some_and(|chunk| chunk.last_timestamp_ms().is_none_or(|last| last < cutoff_ms))
             {
-                let mut chunk = series.chunks.pop_front().expect("front chunk exists");
-                if self.spare_chunks.len() < SPARE_CHUNKS_MAX {
-                    chunk.clear();
-                    self.spare_chunks.push(chunk);
-                } else {
-                    drop(chunk);
-                    accounting.release_bytes(CHUNK_BYTES);
+                let chunk = series.chunks.pop_front().expect("front chunk exists");
+                if let Some(freed) = self.spare_chunks.keep(chunk) {
+                    accounting.release_bytes(chunk_bytes(freed.class()));
                 }
             }
             if !series.chunks.is_empty() {
@@ -697,10 +769,12 @@ impl Shard {
     /// and series per metric (from the postings, tombstones left out).
     pub fn recount(&self, series_by_metric: &mut std::collections::BTreeMap<String, usize>) -> (usize, usize) {
         let mut series = 0;
-        let mut bytes = self.spare_chunks.len() * CHUNK_BYTES;
+        let mut bytes = self.spare_chunks.bytes();
         for live in self.slots.iter().flatten() {
             series += 1;
-            bytes += live.key.heap_bytes() + series_bytes(&live.key) + live.chunks.len() * CHUNK_BYTES;
+            bytes += live.key.heap_bytes()
+                + series_bytes(&live.key)
+                + live.chunks.iter().map(|chunk| chunk_bytes(chunk.class())).sum::<usize>();
         }
         for (metric_name, postings) in self.postings.iter() {
             let live = postings.series_idxs.len() - postings.tombstones;

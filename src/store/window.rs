@@ -301,13 +301,14 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::store::chunk::CHUNK_CAPACITY;
+    use crate::store::chunk::{ChunkClass, CHUNK_CAPACITY};
 
+    /// The samples in chunks of every class in turn (small, medium, full, small, …).
     fn chunks_of(samples: &[(i64, f64)]) -> VecDeque<Chunk> {
         let mut chunks = VecDeque::new();
         for &(ts, value) in samples {
             if chunks.back().is_none_or(|chunk: &Chunk| !chunk.can_hold(ts)) {
-                chunks.push_back(Chunk::with_capacity());
+                chunks.push_back(Chunk::new(ChunkClass::ALL[chunks.len() % ChunkClass::ALL.len()]));
             }
             if let Some(chunk) = chunks.back_mut() {
                 chunk.push(ts, value);
