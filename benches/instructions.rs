@@ -216,7 +216,8 @@ fn query_store() -> Store {
             };
             (timestamp_ms, value)
         });
-        let outcome = store.restore_series(key, SeriesKind::CumulativeCounter, samples);
+        let samples: Vec<(i64, f64)> = samples.collect();
+        let outcome = store.restore_series(key, SeriesKind::CumulativeCounter, &samples);
         assert_eq!(outcome, RestoreOutcome::Restored { samples: SAMPLES_PER_SERIES as usize });
     }
     store
@@ -256,8 +257,9 @@ fn run_restore() -> usize {
     let original = store(RESTORE_SERIES);
     for series_idx in 0..RESTORE_SERIES {
         let samples = (0..RESTORE_SAMPLES_PER_SERIES)
-            .map(|step| (NOW_MS - 30_000 + step * 1_000, (series_idx as i64 * 31 + step) as f64 * 0.25));
-        original.restore_series(common::dcgm_key(series_idx), SeriesKind::Gauge, samples);
+            .map(|step| (NOW_MS - 30_000 + step * 1_000, (series_idx as i64 * 31 + step) as f64 * 0.25))
+            .collect::<Vec<_>>();
+        original.restore_series(common::dcgm_key(series_idx), SeriesKind::Gauge, &samples);
     }
     let dir = tempfile::tempdir().expect("a temp dir");
     write_snapshot(&original, dir.path(), 1, NOW_MS).expect("snapshot written");

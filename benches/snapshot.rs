@@ -34,8 +34,9 @@ fn filled_store(series: usize) -> Store {
     let store = store();
     for series_idx in 0..series {
         let samples = (0..SAMPLES_PER_SERIES)
-            .map(|step| (NOW_MS - 30_000 + step as i64 * 1_000, (series_idx * 31 + step) as f64 * 0.25));
-        store.restore_series(common::dcgm_key(series_idx), SeriesKind::Gauge, samples);
+            .map(|step| (NOW_MS - 30_000 + step as i64 * 1_000, (series_idx * 31 + step) as f64 * 0.25))
+            .collect::<Vec<_>>();
+        store.restore_series(common::dcgm_key(series_idx), SeriesKind::Gauge, &samples);
     }
     store
 }

@@ -425,7 +425,9 @@ pub fn restore(store: &Store, snapshot: CheckedSnapshot, now_unix_ms: i64, threa
                     }
                 }
             }
-            match store.restore_series(key, kind, samples.drain(..)) {
+            let restored = store.restore_series(key, kind, &samples);
+            samples.clear();
+            match restored {
                 RestoreOutcome::Restored { samples } => {
                     report.series += 1;
                     report.samples += samples as u64;

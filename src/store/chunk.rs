@@ -158,19 +158,27 @@ impl ChunkClass {
         self as usize
     }
 
-    /// The one sizing policy: the class of the chunk that follows `previous` (full, or unable
+    /// The sizing policy (with [`ChunkClass::for_rate`]): the class of the chunk that follows `previous` (full, or unable
     /// to reach the next timestamp) in a store that keeps `retention_ms` of samples. It is the
     /// smallest class that holds the samples `previous`'s rate puts in one retention, so that a
     /// chunk spans about a retention: a series holds its window in one or two chunks, and a
     /// chunk is dropped soon after its last sample leaves the window.
     pub fn after(previous: &Chunk, retention_ms: i64) -> ChunkClass {
-        let span_ms = match (previous.last_timestamp_ms(), previous.len()) {
-            (Some(last_ms), samples) if samples >= 2 => last_ms - previous.summary().base_ms,
-            // One sample (its successor was beyond 32-bit offsets): no rate to go by.
-            _ => return ChunkClass::Small,
-        };
-        // Samples per retention at the rate of `previous`'s steps, rounded up.
-        let steps = (previous.len() - 1) as u128;
+        match previous.last_timestamp_ms() {
+            Some(last_ms) => ChunkClass::for_rate(previous.len(), last_ms - previous.summary().base_ms, retention_ms),
+            None => ChunkClass::Small,
+        }
+    }
+
+    /// The class for a series that has shown `samples` samples over `span_ms` (the first to
+    /// the last): the smallest that holds one retention at that rate. Fewer than two samples
+    /// (one, whose successor was beyond 32-bit offsets) give no rate: the smallest class.
+    pub fn for_rate(samples: usize, span_ms: i64, retention_ms: i64) -> ChunkClass {
+        if samples < 2 {
+            return ChunkClass::Small;
+        }
+        // Samples per retention at the rate of the steps seen, rounded up.
+        let steps = (samples - 1) as u128;
         let retention_ms = u128::try_from(retention_ms).unwrap_or(0).max(1);
         let span_ms = u128::try_from(span_ms).unwrap_or(0).max(1);
         let per_retention = (retention_ms * steps).div_ceil(span_ms);

@@ -18,7 +18,7 @@ mod series_key;
 mod shard;
 mod window;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -37,7 +37,7 @@ pub use series_key::{
 pub use window::{SeriesKind, SeriesWindow, WindowOp};
 
 use accounting::{Accounting, CountLimits, MetricCounter};
-use chunk::Chunk;
+use chunk::{Chunk, ChunkClass};
 pub use shard::LabelNarrowing;
 use shard::{AppendResult, RunEnd, Shard};
 
@@ -165,7 +165,7 @@ impl ListTruncation {
 pub struct SeriesView<'a> {
     pub key: &'a SeriesKey,
     pub kind: SeriesKind,
-    chunks: &'a VecDeque<Chunk>,
+    chunks: &'a [Chunk],
 }
 
 impl<'a> SeriesView<'a> {
@@ -324,7 +324,8 @@ impl Store {
         metric_counter: &mut Option<(u32, MetricCounter)>,
     ) -> Result<shard::SeriesIdx, SeriesRefusal> {
         let key = batch.series_key(sample);
-        let bytes = shard.new_series_bytes(&key);
+        // A series' first chunk is the smallest: nothing tells its rate yet.
+        let bytes = shard.new_series_bytes(&key, ChunkClass::Small);
         let metric_name = batch.metric_name(sample);
         if metric_counter.as_ref().is_none_or(|&(metric_idx, _)| metric_idx != sample.metric_idx) {
             *metric_counter = Some((sample.metric_idx, self.accounting.metric_counter(metric_name)));
@@ -335,7 +336,7 @@ impl Store {
         if metric_name == PANIC_METRIC_FOR_TESTS {
             panic!("fault injected for a test: a new series of {PANIC_METRIC_FOR_TESTS} after its reservation");
         }
-        Ok(shard.insert(reservation, Some(metric_name), sample.key_hash, sample.kind))
+        Ok(shard.insert(reservation, Some(metric_name), sample.key_hash, sample.kind, ChunkClass::Small))
     }
 
     /// Makes room for `series` more series spread over the shards (before a restore), so the
@@ -367,33 +368,30 @@ impl Store {
     }
 
     /// Puts a series read from a snapshot into the store: `samples` in ascending time order
-    /// (a sample not later than the series' last is skipped). The series limit applies.
-    pub fn restore_series(
-        &self,
-        key: SeriesKey,
-        kind: SeriesKind,
-        samples: impl IntoIterator<Item = (i64, f64)>,
-    ) -> RestoreOutcome {
-        let mut samples = samples.into_iter().peekable();
-        if samples.peek().is_none() {
+    /// (a sample not later than the series' last is skipped). The series limit applies. A new
+    /// series' first chunk is sized by the rate of `samples`, as if they had been pushed.
+    pub fn restore_series(&self, key: SeriesKey, kind: SeriesKind, samples: &[(i64, f64)]) -> RestoreOutcome {
+        let (Some(&(first_ms, _)), Some(&(last_ms, _))) = (samples.first(), samples.last()) else {
             return RestoreOutcome::Empty;
-        }
+        };
+        let first_chunk = ChunkClass::for_rate(samples.len(), last_ms - first_ms, self.config.retention_ms);
         let key_hash = key.stable_hash();
         let shard_idx = self.shard_idx(key_hash);
         let mut shard = self.shards[shard_idx].write();
         let series_idx = match shard.find(key_hash, |stored| *stored == key) {
             Some(idx) => idx,
             None => {
-                let bytes = shard.new_series_bytes(&key);
+                let bytes = shard.new_series_bytes(&key, first_chunk);
                 let counter = self.accounting.metric_counter(key.metric_name());
                 match self.accounting.reserve_series(key, &counter, shard_idx, bytes) {
-                    Ok(reservation) => shard.insert(reservation, None, key_hash, kind),
+                    Ok(reservation) => shard.insert(reservation, None, key_hash, kind, first_chunk),
                     Err(refusal) => return RestoreOutcome::Refused(refusal),
                 }
             }
         };
         let restored = samples
-            .filter(|&(timestamp_ms, value)| {
+            .iter()
+            .filter(|&&(timestamp_ms, value)| {
                 shard.append(series_idx, kind, timestamp_ms, value, &self.accounting) == AppendResult::Appended
             })
             .count();
@@ -543,7 +541,7 @@ impl Store {
                         key: series.key.clone(),
                         kind: series.kind,
                         sample_count: series.chunks.iter().map(Chunk::len).sum(),
-                        last_timestamp_ms: series.chunks.back().and_then(Chunk::last_timestamp_ms),
+                        last_timestamp_ms: series.chunks.last().and_then(Chunk::last_timestamp_ms),
                     });
                 });
             }

@@ -11,7 +11,6 @@
 //! sample; a chunk push updates summary and columns together; and the store's counts
 //! ([`super::accounting`]) change in the same step as the structure they count.
 
-use std::collections::VecDeque;
 use std::ops::ControlFlow;
 
 use hashbrown::HashTable;
@@ -191,12 +190,17 @@ pub(super) const fn chunk_bytes(class: ChunkClass) -> usize {
     class.block_bytes() + std::mem::size_of::<Chunk>()
 }
 
+/// A series' chunks: one inline, more on the heap.
+pub(super) type SeriesChunks = smallvec::SmallVec<[Chunk; 1]>;
+
 #[derive(Debug)]
 pub(super) struct Series {
     pub key: SeriesKey,
     pub key_hash: u64,
     pub kind: SeriesKind,
-    pub chunks: VecDeque<Chunk>,
+    /// Oldest first. Inline while the series has one chunk (most series, whatever their rate,
+    /// hold one to three); retention takes chunks from the front.
+    pub chunks: SeriesChunks,
     /// Position of this series in its metric's postings.
     postings_pos: u32,
     /// Position of this series in the label index's postings of each of its labels (in the
@@ -217,7 +221,7 @@ pub(super) enum AppendResult {
 
 impl Series {
     pub fn last_timestamp_ms(&self) -> Option<i64> {
-        self.chunks.back().and_then(Chunk::last_timestamp_ms)
+        self.chunks.last().and_then(Chunk::last_timestamp_ms)
     }
 
     fn append(
@@ -233,7 +237,7 @@ impl Series {
                 return AppendResult::OutOfOrder;
             }
             if timestamp_ms == last_ms {
-                if let Some(chunk) = self.chunks.back_mut() {
+                if let Some(chunk) = self.chunks.last_mut() {
                     chunk.overwrite_last(value);
                 }
                 return AppendResult::Overwritten;
@@ -242,7 +246,7 @@ impl Series {
         // A full chunk, or one whose 32-bit offsets cannot reach this timestamp, ends here; or,
         // full and of a smaller class than the series' rate asks for, it grows: its samples
         // move to a chunk of that class (at most twice in a series' life, 8 and 32 samples).
-        if let Some(previous) = self.chunks.back().filter(|chunk| !chunk.can_hold(timestamp_ms)) {
+        if let Some(previous) = self.chunks.last().filter(|chunk| !chunk.can_hold(timestamp_ms)) {
             let class = ChunkClass::after(previous, retention_ms);
             let Some(mut chunk) = spare_chunks.take_or_allocate(class, accounting) else {
                 return AppendResult::StoreFull;
@@ -250,21 +254,21 @@ impl Series {
             let grows = class.capacity() > previous.class().capacity() && previous.is_full();
             if grows {
                 chunk.fill_from(previous);
-                let outgrown = std::mem::replace(self.chunks.back_mut().expect("the previous chunk"), chunk);
+                let outgrown = std::mem::replace(self.chunks.last_mut().expect("the previous chunk"), chunk);
                 if let Some(freed) = spare_chunks.keep(outgrown) {
                     accounting.release_bytes(chunk_bytes(freed.class()));
                 }
             } else {
-                self.chunks.push_back(chunk);
+                self.chunks.push(chunk);
             }
         } else if self.chunks.is_empty() {
             // Never left empty by the store (a series is created with its first chunk).
             let Some(chunk) = spare_chunks.take_or_allocate(ChunkClass::Small, accounting) else {
                 return AppendResult::StoreFull;
             };
-            self.chunks.push_back(chunk);
+            self.chunks.push(chunk);
         }
-        let chunk = self.chunks.back_mut().expect("a chunk with room was just ensured");
+        let chunk = self.chunks.last_mut().expect("a chunk with room was just ensured");
         chunk.push(timestamp_ms, value);
         AppendResult::Appended
     }
@@ -325,11 +329,10 @@ impl Shard {
         self.slots.reserve(additional);
     }
 
-    /// Bytes a new series with `key` would take here, as [`Shard::insert`] counts them: key,
-    /// series and, unless a spare one is left, its first chunk.
-    pub fn new_series_bytes(&self, key: &SeriesKey) -> usize {
-        let first_chunk_bytes =
-            if self.spare_chunks.has(ChunkClass::Small) { 0 } else { chunk_bytes(ChunkClass::Small) };
+    /// Bytes a new series with `key` and a first chunk of `first_chunk` would take here, as
+    /// [`Shard::insert`] counts them: key, series and, unless a spare one is left, the chunk.
+    pub fn new_series_bytes(&self, key: &SeriesKey, first_chunk: ChunkClass) -> usize {
+        let first_chunk_bytes = if self.spare_chunks.has(first_chunk) { 0 } else { chunk_bytes(first_chunk) };
         key.heap_bytes() + series_bytes(key) + first_chunk_bytes
     }
 
@@ -343,6 +346,7 @@ impl Shard {
         metric_name: Option<&str>,
         key_hash: u64,
         kind: SeriesKind,
+        first_chunk: ChunkClass,
     ) -> SeriesIdx {
         debug_assert!(self.find(key_hash, |stored| stored == reservation.key()).is_none());
         let Shard { index, slots, free_slots, postings, spare_chunks, label_postings, label_values, .. } = self;
@@ -363,8 +367,8 @@ impl Shard {
         // allocation failure aborts, it does not unwind).
         label_postings.reserve(label_hashes.len());
         let mut label_positions = vec![0u32; label_hashes.len()].into_boxed_slice();
-        let mut chunks = VecDeque::with_capacity(1);
-        chunks.push_back(spare_chunks.take(ChunkClass::Small).unwrap_or_else(|| Chunk::new(ChunkClass::Small)));
+        let mut chunks = SeriesChunks::new();
+        chunks.push(spare_chunks.take(first_chunk).unwrap_or_else(|| Chunk::new(first_chunk)));
         // Then the steps that cannot fail: counts, slot, index, postings, label postings.
         let key = reservation.commit();
         let idx = free_slot.unwrap_or(slots.len() as SeriesIdx);
@@ -523,10 +527,10 @@ impl Shard {
             let Some(series) = self.slots[idx].as_mut() else { continue };
             while series
                 .chunks
-                .front()
+                .first()
                 .is_some_and(|chunk| chunk.last_timestamp_ms().is_none_or(|last| last < cutoff_ms))
             {
-                let chunk = series.chunks.pop_front().expect("front chunk exists");
+                let chunk = series.chunks.remove(0);
                 if let Some(freed) = self.spare_chunks.keep(chunk) {
                     accounting.release_bytes(chunk_bytes(freed.class()));
                 }

@@ -339,11 +339,11 @@ fn a_panic_in_the_middle_of_an_append_leaves_the_store_consistent() {
 #[test]
 fn restore_applies_the_limits_of_ingest() {
     let store = limited(10, 2, usize::MAX);
-    let restore = |pod: u32| store.restore_series(key("m", pod), SeriesKind::Gauge, [(1_000, 1.0)]);
+    let restore = |pod: u32| store.restore_series(key("m", pod), SeriesKind::Gauge, &[(1_000, 1.0)]);
     assert_eq!(restore(0), RestoreOutcome::Restored { samples: 1 });
     assert_eq!(restore(1), RestoreOutcome::Restored { samples: 1 });
     assert_eq!(restore(2), RestoreOutcome::Refused(SeriesRefusal::MetricSeriesLimit));
-    assert_eq!(store.restore_series(key("m", 0), SeriesKind::Gauge, []), RestoreOutcome::Empty);
+    assert_eq!(store.restore_series(key("m", 0), SeriesKind::Gauge, &[]), RestoreOutcome::Empty);
     assert_counts_in_step(&store);
 }
 
@@ -353,7 +353,7 @@ fn a_walk_reads_only_the_shards_of_its_metric_and_finds_every_series() {
     let store = Store::new(StoreConfig::new(100, 10_000, 60_000));
     store.append(batch((0..300).map(|pod| (key("wide", pod), 1_000, 1.0))), 0);
     store.append(batch([(key("solo", 7), 1_000, 2.0)]), 0);
-    let restored = store.restore_series(key("restored", 1), SeriesKind::Gauge, [(1_000, 3.0)]);
+    let restored = store.restore_series(key("restored", 1), SeriesKind::Gauge, &[(1_000, 3.0)]);
     assert!(matches!(restored, RestoreOutcome::Restored { samples: 1 }));
     let count = |metric| {
         let mut seen = 0;
@@ -605,4 +605,61 @@ fn regexes_over_more_labels_than_a_shard_makes_sets_for_still_answer() {
         assert_eq!(indexed, matching(&store, "m0", &conditions, false));
     }
     store.check_label_index();
+}
+
+/// The classes of the chunks of `metric`'s one series, oldest first.
+fn chunk_classes(store: &Store, metric: &str) -> Vec<ChunkClass> {
+    let mut classes = Vec::new();
+    for shard_idx in 0..store.shard_count() {
+        store.visit_shard_slots(shard_idx, 0, usize::MAX, |series| {
+            if series.key.metric_name() == metric {
+                classes.extend(series.chunks.iter().map(Chunk::class));
+            }
+        });
+    }
+    classes
+}
+
+#[test]
+fn chunks_follow_the_rate_each_series_is_pushed_at_and_restored_with() {
+    let store = Store::new(StoreConfig::new(4, 100, 120_000));
+    let push = |metric: &str, samples: i64, interval_ms: i64| {
+        for step in 0..samples {
+            let timestamp_ms = 1_000_000 + step * interval_ms;
+            let outcome = store.append(batch([(key(metric, 0), timestamp_ms, step as f64)]), timestamp_ms);
+            assert_eq!(outcome.appended, 1);
+        }
+    };
+    // Every second: the first chunk (8) grows into a full one, which takes all 120.
+    push("every_second", 120, 1_000);
+    // Every 5 s: 24 samples a retention; it grows into a chunk of 32.
+    push("every_5s", 20, 5_000);
+    // Every 30 s: 4 a retention, in the first chunk of 8.
+    push("every_30s", 4, 30_000);
+    // Every 20 s past a full chunk: 6 a retention, so the next chunk is small too.
+    push("every_20s", 10, 20_000);
+    assert_eq!(chunk_classes(&store, "every_second"), [ChunkClass::Full]);
+    assert_eq!(chunk_classes(&store, "every_5s"), [ChunkClass::Medium]);
+    assert_eq!(chunk_classes(&store, "every_30s"), [ChunkClass::Small]);
+    assert_eq!(chunk_classes(&store, "every_20s"), [ChunkClass::Small, ChunkClass::Small]);
+    // A restored series starts with the class its samples' rate asks for.
+    let restored_fast: Vec<(i64, f64)> = (0..30).map(|step| (2_000_000 + step * 1_000, 1.0)).collect();
+    assert_eq!(
+        store.restore_series(key("restored_fast", 0), SeriesKind::Gauge, &restored_fast),
+        RestoreOutcome::Restored { samples: 30 }
+    );
+    let restored_slow = [(2_000_000, 1.0), (2_030_000, 2.0), (2_060_000, 3.0)];
+    store.restore_series(key("restored_slow", 0), SeriesKind::Gauge, &restored_slow);
+    assert_eq!(chunk_classes(&store, "restored_fast"), [ChunkClass::Full]);
+    assert_eq!(chunk_classes(&store, "restored_slow"), [ChunkClass::Small]);
+    // Growing kept every sample, in order, and the byte counts in step.
+    let mut samples = Vec::new();
+    each_series(&store, "every_second", 0, |_, window| {
+        samples.extend(window.slices().flat_map(|slice| (0..slice.len()).map(move |idx| slice.timestamp_ms(idx))))
+    });
+    assert_eq!(samples, (0..120).map(|step| 1_000_000 + step * 1_000).collect::<Vec<_>>());
+    assert_counts_in_step(&store);
+    store.drop_expired(10_000_000);
+    assert_eq!(store.series_count(), 0);
+    assert_counts_in_step(&store);
 }

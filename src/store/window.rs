@@ -1,7 +1,5 @@
 //! Per-series evaluation over a time window: what a trigger's `operationOverTime` computes.
 
-use std::collections::VecDeque;
-
 use super::chunk::{Chunk, ChunkSlice, ChunkSummary};
 use super::kernels;
 
@@ -58,7 +56,7 @@ impl WindowOp {
 #[derive(Debug, Clone, Copy)]
 pub struct SeriesWindow<'a> {
     kind: SeriesKind,
-    chunks: &'a VecDeque<Chunk>,
+    chunks: &'a [Chunk],
     start_ms: i64,
     /// The evaluation time: samples stamped after it (a producer's clock ahead of ours, within
     /// `--max-future-skew`) are not read, so a trigger never reads the future.
@@ -164,7 +162,7 @@ impl<'a> WindowPart<'a> {
 
 impl<'a> SeriesWindow<'a> {
     /// The samples of `chunks` stamped in `start_ms..=end_ms`.
-    pub(super) fn new(kind: SeriesKind, chunks: &'a VecDeque<Chunk>, start_ms: i64, end_ms: i64) -> Self {
+    pub(super) fn new(kind: SeriesKind, chunks: &'a [Chunk], start_ms: i64, end_ms: i64) -> Self {
         SeriesWindow { kind, chunks, start_ms, end_ms }
     }
 
@@ -304,13 +302,13 @@ mod tests {
     use crate::store::chunk::{ChunkClass, CHUNK_CAPACITY};
 
     /// The samples in chunks of every class in turn (small, medium, full, small, …).
-    fn chunks_of(samples: &[(i64, f64)]) -> VecDeque<Chunk> {
-        let mut chunks = VecDeque::new();
+    fn chunks_of(samples: &[(i64, f64)]) -> Vec<Chunk> {
+        let mut chunks = Vec::new();
         for &(ts, value) in samples {
-            if chunks.back().is_none_or(|chunk: &Chunk| !chunk.can_hold(ts)) {
-                chunks.push_back(Chunk::new(ChunkClass::ALL[chunks.len() % ChunkClass::ALL.len()]));
+            if chunks.last().is_none_or(|chunk: &Chunk| !chunk.can_hold(ts)) {
+                chunks.push(Chunk::new(ChunkClass::ALL[chunks.len() % ChunkClass::ALL.len()]));
             }
-            if let Some(chunk) = chunks.back_mut() {
+            if let Some(chunk) = chunks.last_mut() {
                 chunk.push(ts, value);
             }
         }

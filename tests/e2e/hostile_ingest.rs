@@ -373,7 +373,7 @@ async fn row9_points_from_the_future_cannot_hold_a_series_back() {
         vec![otelscale::store::LabelPair::new("job", "clock"), otelscale::store::LabelPair::new("pod", "p")],
     );
     let samples = [(now_ms - 2_000, 5.0), (now_ms + 300_000, 999.0)];
-    ahead_store.restore_series(key, otelscale::store::SeriesKind::Gauge, samples);
+    ahead_store.restore_series(key, otelscale::store::SeriesKind::Gauge, &samples);
     otelscale::snapshot::write_snapshot(&ahead_store, dir.path(), 1, now_ms).unwrap();
     let snapshot = otelscale::config::SnapshotConfig {
         dir: dir.path().to_path_buf(),
