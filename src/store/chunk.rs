@@ -340,41 +340,57 @@ impl Chunk {
     }
 
     /// Whether the chunk holds its class's capacity of samples. A chunk that is not full may still
-    /// be unable to take a timestamp too far after its first one: use [`Chunk::can_hold`]
-    /// before [`Chunk::push`].
+    /// be unable to take a timestamp too far after its first one ([`Chunk::try_push`] says).
     pub fn is_full(&self) -> bool {
         self.len() >= self.class().capacity()
     }
 
     /// Whether [`Chunk::push`] may append a sample at `timestamp_ms` (later than the last
     /// sample): the chunk is not full and the timestamp is less than 2³² ms after the first.
+    /// (The store asks [`Chunk::try_push`], which tells the same by trying.)
+    #[cfg(test)]
     pub fn can_hold(&self, timestamp_ms: i64) -> bool {
-        !self.is_full() && (self.is_empty() || self.offset_ms(timestamp_ms).is_some())
-    }
-
-    fn offset_ms(&self, timestamp_ms: i64) -> Option<u32> {
-        let delta_ms = timestamp_ms.checked_sub(self.summary().base_ms)?;
-        u32::try_from(delta_ms).ok()
+        let reachable =
+            timestamp_ms.checked_sub(self.summary().base_ms).is_some_and(|delta_ms| u32::try_from(delta_ms).is_ok());
+        !self.is_full() && (self.is_empty() || reachable)
     }
 
     pub fn last_timestamp_ms(&self) -> Option<i64> {
         (!self.is_empty()).then(|| self.summary().last_timestamp_ms())
     }
 
-    /// Appends a sample and updates the summary in O(1). The caller guarantees
-    /// [`Chunk::can_hold`]`(timestamp_ms)` and that `timestamp_ms` is later than the last one.
+    /// Appends a sample and updates the summary in O(1). The caller guarantees that the chunk
+    /// has room and that `timestamp_ms` is later than the last one and less than 2³² ms after
+    /// the first (panics otherwise).
     pub fn push(&mut self, timestamp_ms: i64, value: f64) {
-        debug_assert!(self.last_timestamp_ms().is_none_or(|last| last < timestamp_ms));
-        assert!(self.can_hold(timestamp_ms), "push into a chunk that cannot hold {timestamp_ms}: check can_hold");
-        let idx = self.len();
-        let offset_ms = if idx == 0 { 0 } else { self.offset_ms(timestamp_ms).expect("can_hold checked the offset") };
-        let block = self.blocks.parts_mut();
-        if idx == 0 {
-            block.summary.base_ms = timestamp_ms;
+        assert!(
+            self.try_push(timestamp_ms, value),
+            "push into a chunk that cannot hold {timestamp_ms}: check can_hold"
+        );
+    }
+
+    /// Appends a sample later than the last one if the chunk has room and the timestamp is less
+    /// than 2³² ms after the first, and says whether it did: the append path's one look at the block (its class is matched once).
+    pub fn try_push(&mut self, timestamp_ms: i64, value: f64) -> bool {
+        let PartsMut { summary, values, offsets_ms } = self.blocks.parts_mut();
+        let idx = summary.n_samples as usize;
+        if idx >= values.len() {
+            return false;
         }
-        block.values[idx] = value;
-        block.offsets_ms[idx] = offset_ms;
-        block.summary.absorb(offset_ms, value);
+        let offset_ms = if idx == 0 {
+            summary.base_ms = timestamp_ms;
+            0
+        } else {
+            debug_assert!(summary.last_timestamp_ms() < timestamp_ms);
+            match timestamp_ms.checked_sub(summary.base_ms).map(u32::try_from) {
+                Some(Ok(offset_ms)) => offset_ms,
+                _ => return false,
+            }
+        };
+        values[idx] = value;
+        offsets_ms[idx] = offset_ms;
+        summary.absorb(offset_ms, value);
+        true
     }
 
     /// Copies every sample of `smaller` into this empty chunk of a class at least as large (a

@@ -243,10 +243,14 @@ impl Series {
                 return AppendResult::Overwritten;
             }
         }
+        // The common case: the last chunk has room.
+        if self.chunks.last_mut().is_some_and(|chunk| chunk.try_push(timestamp_ms, value)) {
+            return AppendResult::Appended;
+        }
         // A full chunk, or one whose 32-bit offsets cannot reach this timestamp, ends here; or,
         // full and of a smaller class than the series' rate asks for, it grows: its samples
         // move to a chunk of that class (at most twice in a series' life, 8 and 32 samples).
-        if let Some(previous) = self.chunks.last().filter(|chunk| !chunk.can_hold(timestamp_ms)) {
+        if let Some(previous) = self.chunks.last() {
             let class = ChunkClass::after(previous, retention_ms);
             let Some(mut chunk) = spare_chunks.take_or_allocate(class, accounting) else {
                 return AppendResult::StoreFull;
@@ -261,7 +265,7 @@ impl Series {
             } else {
                 self.chunks.push(chunk);
             }
-        } else if self.chunks.is_empty() {
+        } else {
             // Never left empty by the store (a series is created with its first chunk).
             let Some(chunk) = spare_chunks.take_or_allocate(ChunkClass::Small, accounting) else {
                 return AppendResult::StoreFull;
