@@ -64,18 +64,25 @@ pub struct SeriesWindow<'a> {
 }
 
 /// The part of one chunk inside the window: the whole chunk, or its samples
-/// `first_idx..end_idx`.
+/// `first_idx..end_idx`. Holds the chunk's summary and columns, looked up once (a chunk's
+/// block is found through its class).
 #[derive(Debug, Clone, Copy)]
 struct WindowPart<'a> {
-    chunk: &'a Chunk,
+    summary: &'a ChunkSummary,
+    /// Every sample of the chunk.
+    samples: ChunkSlice<'a>,
     first_idx: usize,
     /// The chunk's length when its newest sample is in the window.
     end_idx: usize,
 }
 
 impl<'a> WindowPart<'a> {
+    fn new(chunk: &'a Chunk, first_idx: usize, end_idx: usize) -> Self {
+        WindowPart { summary: chunk.summary(), samples: chunk.slice_from(0), first_idx, end_idx }
+    }
+
     fn summary(&self) -> &'a ChunkSummary {
-        self.chunk.summary()
+        self.summary
     }
 
     #[inline(always)]
@@ -85,12 +92,12 @@ impl<'a> WindowPart<'a> {
 
     #[inline(always)]
     fn ends_with_chunk(&self) -> bool {
-        self.end_idx == self.chunk.len()
+        self.end_idx == self.samples.len()
     }
 
     /// The samples of the part, to scan (only for a partial chunk).
     fn values(&self) -> &'a [f64] {
-        &self.chunk.values()[self.first_idx..self.end_idx]
+        &self.samples.values[self.first_idx..self.end_idx]
     }
 
     fn n_samples(&self) -> usize {
@@ -102,8 +109,7 @@ impl<'a> WindowPart<'a> {
         if self.first_idx == 0 {
             (self.summary().first_timestamp_ms(), self.summary().first_value)
         } else {
-            let slice = self.chunk.slice(self.first_idx, self.end_idx);
-            (slice.timestamp_ms(0), slice.values[0])
+            (self.samples.timestamp_ms(self.first_idx), self.samples.values[self.first_idx])
         }
     }
 
@@ -112,9 +118,8 @@ impl<'a> WindowPart<'a> {
         if self.ends_with_chunk() {
             (self.summary().last_timestamp_ms(), self.summary().last_value)
         } else {
-            let slice = self.chunk.slice(self.first_idx, self.end_idx);
-            let last_idx = slice.len() - 1;
-            (slice.timestamp_ms(last_idx), slice.values[last_idx])
+            let last_idx = self.end_idx - 1;
+            (self.samples.timestamp_ms(last_idx), self.samples.values[last_idx])
         }
     }
 
@@ -149,7 +154,7 @@ impl<'a> WindowPart<'a> {
         if self.is_whole() {
             return summary.counter_increase;
         }
-        let first_value = self.chunk.values()[self.first_idx];
+        let first_value = self.samples.values[self.first_idx];
         let last_value = self.last().1;
         if summary.n_resets == 0 && first_value.is_finite() && last_value.is_finite() {
             // No reset in the chunk: the steps telescope, so the increase is last - first
@@ -206,13 +211,17 @@ impl<'a> SeriesWindow<'a> {
             let first_idx = if chunk_idx == oldest_chunk_idx { chunk.first_idx_at_or_after(start_ms) } else { 0 };
             let end_idx = if chunk_idx == newest_chunk_idx { chunk.end_idx_at_or_before(end_ms) } else { chunk.len() };
             // Empty only when the whole window lies between two samples of one chunk.
-            (first_idx < end_idx).then_some(WindowPart { chunk, first_idx, end_idx })
+            (first_idx < end_idx).then(|| WindowPart::new(chunk, first_idx, end_idx))
         })
     }
 
     /// The samples in the window chunk by chunk, oldest first (each slice non-empty).
     pub fn slices(&self) -> impl Iterator<Item = ChunkSlice<'a>> + 'a {
-        self.parts().map(|part| part.chunk.slice(part.first_idx, part.end_idx))
+        self.parts().map(|part| ChunkSlice {
+            base_ms: part.samples.base_ms,
+            offsets_ms: &part.samples.offsets_ms[part.first_idx..part.end_idx],
+            values: &part.samples.values[part.first_idx..part.end_idx],
+        })
     }
 
     /// Number of samples in the window.
@@ -252,7 +261,7 @@ impl<'a> SeriesWindow<'a> {
             }
         };
         let end_idx = chunk.end_idx_at_or_before(self.end_ms);
-        let newest = WindowPart { chunk, first_idx: end_idx - 1, end_idx };
+        let newest = WindowPart::new(chunk, end_idx - 1, end_idx);
         let (newest_ms, newest_value) = newest.last();
         (newest_ms >= self.start_ms).then_some(newest_value)
     }
