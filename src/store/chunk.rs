@@ -350,9 +350,13 @@ impl Chunk {
     /// (The store asks [`Chunk::try_push`], which tells the same by trying.)
     #[cfg(test)]
     pub fn can_hold(&self, timestamp_ms: i64) -> bool {
-        let reachable =
-            timestamp_ms.checked_sub(self.summary().base_ms).is_some_and(|delta_ms| u32::try_from(delta_ms).is_ok());
-        !self.is_full() && (self.is_empty() || reachable)
+        !self.is_full() && (self.is_empty() || self.reaches(timestamp_ms))
+    }
+
+    /// Whether `timestamp_ms` is less than 2³² ms after the chunk's first sample (its offset
+    /// fits), whatever the room left.
+    pub fn reaches(&self, timestamp_ms: i64) -> bool {
+        timestamp_ms.checked_sub(self.summary().base_ms).is_some_and(|delta_ms| u32::try_from(delta_ms).is_ok())
     }
 
     pub fn last_timestamp_ms(&self) -> Option<i64> {

@@ -255,7 +255,9 @@ impl Series {
             let Some(mut chunk) = spare_chunks.take_or_allocate(class, accounting) else {
                 return AppendResult::StoreFull;
             };
-            let grows = class.capacity() > previous.class().capacity() && previous.is_full();
+            // Not when the new sample is too far after the chunk's first for its offsets.
+            let grows =
+                class.capacity() > previous.class().capacity() && previous.is_full() && previous.reaches(timestamp_ms);
             if grows {
                 chunk.fill_from(previous);
                 let outgrown = std::mem::replace(self.chunks.last_mut().expect("the previous chunk"), chunk);

@@ -663,3 +663,18 @@ fn chunks_follow_the_rate_each_series_is_pushed_at_and_restored_with() {
     assert_eq!(store.series_count(), 0);
     assert_counts_in_step(&store);
 }
+
+#[test]
+fn a_full_small_chunk_does_not_grow_into_a_sample_beyond_its_offsets() {
+    let store = Store::new(StoreConfig::new(4, 100, 120_000));
+    let append = |timestamp_ms: i64| store.append(batch([(key("gap", 0), timestamp_ms, 1.0)]), timestamp_ms).appended;
+    for step in 0..8 {
+        assert_eq!(append(1_000 + step * 1_000), 1);
+    }
+    // The rate asks for a full chunk, but 50 days after the first sample the small chunk's
+    // 32-bit offsets cannot reach: a new chunk takes it (no panic, nothing lost).
+    let far_ms = 1_000 + 50 * 24 * 3_600 * 1_000;
+    assert_eq!(append(far_ms), 1);
+    assert_eq!(chunk_classes(&store, "gap"), [ChunkClass::Small, ChunkClass::Full]);
+    assert_counts_in_step(&store);
+}
