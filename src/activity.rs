@@ -7,6 +7,13 @@
 //! its metric. A raised watch wakes its stream once, however many samples raised it, until the
 //! stream starts its next evaluation: never more than one evaluation is queued per stream.
 //!
+//! Waking is relayed: ingest and retention run on their own threads, and the streams on the
+//! scaler's runtime. A raise only flags the watch and files it; the caller then wakes the hub's
+//! relay task once ([`ActivityHub::relay`], spawned on the streams' runtime), which wakes the
+//! streams it finds filed from their own thread. So a batch that raises 40 watches costs one
+//! cross-thread wake, not 40 (each of which, from a low-priority ingest worker, was a context
+//! switch to the scaler thread and back: see the fleet-scale report, third session).
+//!
 //! A watch may be raised by a series its query then filters out (other matchers): waking is a
 //! superset of what changes the answer, never a subset. A series that appears after the stream
 //! opened raises it like any other, because the watch is keyed by labels, not by series.
@@ -15,8 +22,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::query::MetricQuery;
 use crate::store::{DecodedBatch, DecodedSample, LabelRef, SeriesKey};
@@ -24,7 +32,14 @@ use crate::store::{DecodedBatch, DecodedSample, LabelRef, SeriesKey};
 #[derive(Debug, Default)]
 pub struct ActivityHub {
     watches: RwLock<HashMap<String, MetricWatches>>,
+    /// Raised watches not yet woken: the relay's work.
+    raised: Mutex<Vec<Arc<WatchSignal>>>,
+    /// Wakes the relay.
+    relay: Notify,
 }
+
+/// The watches one notification raised, before they are handed to the relay.
+type Raised = Vec<Arc<WatchSignal>>;
 
 /// The watches of one metric.
 #[derive(Debug, Default)]
@@ -41,17 +56,17 @@ impl MetricWatches {
     }
 
     /// Raises the watches of a series of this metric with `labels` (in canonical order).
-    fn raise_keyed<'k>(&self, labels: impl Iterator<Item = LabelRef<'k>> + Clone) {
+    fn raise_keyed<'k>(&self, labels: impl Iterator<Item = LabelRef<'k>> + Clone, raised: &mut Raised) {
         for (label_name, by_value) in &self.by_label {
             let value = labels.clone().find(|label| label.name == label_name.as_str()).map(|label| label.value);
             if let Some(signals) = value.and_then(|value| by_value.get(value)) {
-                signals.iter().for_each(|signal| signal.raise());
+                signals.iter().for_each(|signal| signal.raise(raised));
             }
         }
     }
 
-    fn raise_any_series(&self) {
-        self.any_series.iter().for_each(|signal| signal.raise());
+    fn raise_any_series(&self, raised: &mut Raised) {
+        self.any_series.iter().for_each(|signal| signal.raise(raised));
     }
 }
 
@@ -64,11 +79,13 @@ struct WatchSignal {
 }
 
 impl WatchSignal {
-    fn raise(&self) {
+    /// Flags the watch; the first raise since its evaluation started files it in `raised`, to be
+    /// woken by the relay.
+    fn raise(self: &Arc<Self>, raised: &mut Raised) {
         // A load first: a raised signal is raised by many samples, and a read keeps the cache
         // line shared.
         if !self.pending.load(Ordering::Acquire) && !self.pending.swap(true, Ordering::AcqRel) {
-            self.notify.notify_one();
+            raised.push(Arc::clone(self));
         }
     }
 }
@@ -167,11 +184,41 @@ impl ActivityHub {
         }
     }
 
+    /// Wakes the streams of raised watches, from the runtime the streams run on, until `cancel`.
+    /// The server spawns it there once; without it, raised watches are only flagged.
+    pub async fn relay(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = self.relay.notified() => {}
+            }
+            let signals = std::mem::take(&mut *self.raised.lock());
+            for signal in signals {
+                signal.notify.notify_one();
+            }
+        }
+    }
+
+    /// Hands what one notification raised to the relay, with one wake.
+    fn hand_to_relay(&self, raised: Raised) {
+        if raised.is_empty() {
+            return;
+        }
+        self.raised.lock().extend(raised);
+        self.relay.notify_one();
+    }
+
     /// Called by ingest after a batch is stored: raises the watches its samples' series carry.
     pub fn notify_batch(&self, batch: &DecodedBatch<'_>) {
+        let raised = self.raise_for_batch(batch);
+        self.hand_to_relay(raised);
+    }
+
+    fn raise_for_batch(&self, batch: &DecodedBatch<'_>) -> Raised {
+        let mut raised = Raised::new();
         let watches = self.watches.read();
         if watches.is_empty() {
-            return;
+            return raised;
         }
         // Samples of one metric are contiguous in a batch: its watches are looked up once a run.
         let mut metric: Option<(u32, Option<&MetricWatches>)> = None;
@@ -181,7 +228,7 @@ impl ActivityHub {
                 Some((metric_idx, metric_watches)) if metric_idx == sample.metric_idx => metric_watches,
                 _ => {
                     let metric_watches = watches.get(batch.metric_name(sample));
-                    metric_watches.inspect(|metric_watches| metric_watches.raise_any_series());
+                    metric_watches.inspect(|metric_watches| metric_watches.raise_any_series(&mut raised));
                     metric = Some((sample.metric_idx, metric_watches));
                     previous = None;
                     metric_watches
@@ -193,17 +240,19 @@ impl ActivityHub {
                 continue;
             }
             previous = Some(sample);
-            metric_watches.raise_keyed(batch.labels(sample));
+            metric_watches.raise_keyed(batch.labels(sample), &mut raised);
         }
+        raised
     }
 
     /// Called when a series is removed (retention): raises the watches that cover it.
     pub fn notify_removed(&self, key: &SeriesKey) {
-        let watches = self.watches.read();
-        if let Some(metric_watches) = watches.get(key.metric_name()) {
-            metric_watches.raise_any_series();
-            metric_watches.raise_keyed(key.labels());
+        let mut raised = Raised::new();
+        if let Some(metric_watches) = self.watches.read().get(key.metric_name()) {
+            metric_watches.raise_any_series(&mut raised);
+            metric_watches.raise_keyed(key.labels(), &mut raised);
         }
+        self.hand_to_relay(raised);
     }
 
     /// Watches registered (for tests).
@@ -286,6 +335,8 @@ mod tests {
     #[tokio::test]
     async fn a_burst_wakes_a_watch_once_per_evaluation() {
         let hub = Arc::new(ActivityHub::default());
+        let stop_relay = CancellationToken::new();
+        tokio::spawn(Arc::clone(&hub).relay(stop_relay.clone()));
         let watch = hub.watch(&query(r#"max(waiting{model_name="a"})"#));
         watch.start_evaluation();
         for _ in 0..100 {
@@ -300,6 +351,33 @@ mod tests {
         // A change after the evaluation started wakes it again.
         notify(&hub, &[("waiting", &[("model_name", "a"), ("pod", "p2")])]);
         tokio::time::timeout(std::time::Duration::from_secs(5), watch.changed()).await.expect("woken again");
+        stop_relay.cancel();
+    }
+
+    #[tokio::test]
+    async fn one_batch_wakes_every_watch_it_raises_through_one_relay_wake() {
+        let hub = Arc::new(ActivityHub::default());
+        let watches: Vec<Watch> =
+            (0..40).map(|model| hub.watch(&query(&format!(r#"max(waiting{{model_name="m{model}"}})"#)))).collect();
+        let other = hub.watch(&query(r#"max(waiting{model_name="elsewhere"})"#));
+        watches.iter().chain([&other]).for_each(Watch::start_evaluation);
+        let models: Vec<String> = (0..40).map(|model| format!("m{model}")).collect();
+        let points: Vec<[(&str, &str); 1]> = models.iter().map(|model| [("model_name", model.as_str())]).collect();
+        let points: Vec<(&str, &[(&str, &str)])> = points.iter().map(|labels| ("waiting", &labels[..])).collect();
+        notify(&hub, &points);
+        // Flagged and filed for the relay, not woken yet: nothing runs the relay.
+        assert!(watches.iter().all(Watch::is_raised) && !other.is_raised());
+        assert_eq!(hub.raised.lock().len(), 40);
+        let stop_relay = CancellationToken::new();
+        let relay = tokio::spawn(Arc::clone(&hub).relay(stop_relay.clone()));
+        for watch in &watches {
+            tokio::time::timeout(std::time::Duration::from_secs(5), watch.changed()).await.expect("woken by the relay");
+        }
+        assert!(hub.raised.lock().is_empty());
+        let woken = tokio::time::timeout(std::time::Duration::from_millis(50), other.changed()).await;
+        assert!(woken.is_err(), "a watch the batch did not raise stays asleep");
+        stop_relay.cancel();
+        relay.await.unwrap();
     }
 
     #[test]

@@ -219,6 +219,12 @@ pub async fn run(listeners: Listeners, config: Config, shutdown: impl Future<Out
                 return Err(ServerError::Serve { purpose: "KEDA external scaler", message: err.to_string() });
             }
         };
+    // Stream wakes are relayed from the runtime the streams run on (see `activity`).
+    let relay = Arc::clone(&activity).relay(cancel.clone());
+    match &scaler_runtime {
+        Some(runtime) => drop(runtime.handle().spawn(relay)),
+        None => drop(tokio::spawn(relay)),
+    }
     let scaler_port = {
         // Spawned onto, and served by, the scaler runtime's tasks.
         let _scaler_context = scaler_runtime.as_ref().map(|runtime| runtime.handle().enter());
