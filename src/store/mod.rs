@@ -525,7 +525,8 @@ impl Store {
             let mut next_slot = Some(0);
             while let Some(first_slot) = next_slot.filter(|_| listing.truncated.is_none()) {
                 next_slot = self.visit_shard_slots(shard_idx, first_slot, LIST_SLOTS_PER_LOCK, |series| {
-                    if listing.truncated.is_some() || metric_name.is_some_and(|name| series.key.metric_name() != name) {
+                    if listing.truncated.is_some() || metric_name.is_some_and(|name| !series.key.has_metric_name(name))
+                    {
                         return;
                     }
                     if listing.series.len() == limits.series_max {

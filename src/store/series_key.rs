@@ -228,6 +228,13 @@ impl SeriesKey {
         self.str_at(self.strings_start(), read_u32(&self.blob, 0))
     }
 
+    /// Whether the key's metric name is `metric_name`: a byte comparison, without the UTF-8
+    /// check of [`SeriesKey::metric_name`] (a query's candidate filter).
+    pub fn has_metric_name(&self, metric_name: &str) -> bool {
+        let start = self.strings_start();
+        self.blob[start..start + read_u32(&self.blob, 0)] == *metric_name.as_bytes()
+    }
+
     /// The labels in canonical order.
     pub fn labels(&self) -> impl Iterator<Item = LabelRef<'_>> + Clone + '_ {
         let n_labels = self.n_labels();
@@ -429,6 +436,8 @@ mod tests {
         assert_eq!(key.label_value("missing"), None);
         assert_eq!(key.labels().next().unwrap().name, "a");
         assert_eq!(key.metric_name(), "m");
+        assert!(key.has_metric_name("m"));
+        assert!(!key.has_metric_name("ma") && !key.has_metric_name("") && !key.has_metric_name("a"));
     }
 
     #[test]

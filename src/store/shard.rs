@@ -564,7 +564,7 @@ impl Shard {
             let Some(series) = self.slots.get(idx as usize).and_then(Option::as_ref) else { continue };
             // The slot may have been given to another metric's series since the candidates
             // were read.
-            if series.key.metric_name() != metric_name {
+            if !series.key.has_metric_name(metric_name) {
                 continue;
             }
             visit(&series.key, SeriesWindow::new(series.kind, &series.chunks, start_ms, end_ms))?;
