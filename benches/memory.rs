@@ -110,8 +110,7 @@ fn label_string_bytes(store: &Store) -> usize {
         let mut next = Some(0);
         while let Some(first_slot) = next {
             next = store.visit_shard_slots(shard_idx, first_slot, 4_096, |series| {
-                let (metric, labels) = series.key.label_bytes();
-                bytes += metric.len() + labels.map(|(name, value)| name.len() + value.len()).sum::<usize>();
+                bytes += series.key.string_bytes();
             });
         }
     }

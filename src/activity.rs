@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::query::MetricQuery;
-use crate::store::{DecodedBatch, DecodedSample, LabelRef, SeriesKey};
+use crate::store::{DecodedBatch, DecodedSample, LabelRef, SeriesRef};
 
 #[derive(Debug, Default)]
 pub struct ActivityHub {
@@ -246,7 +246,7 @@ impl ActivityHub {
     }
 
     /// Called when a series is removed (retention): raises the watches that cover it.
-    pub fn notify_removed(&self, key: &SeriesKey) {
+    pub fn notify_removed(&self, key: SeriesRef<'_>) {
         let mut raised = Raised::new();
         if let Some(metric_watches) = self.watches.read().get(key.metric_name()) {
             metric_watches.raise_any_series(&mut raised);
@@ -272,7 +272,7 @@ impl ActivityHub {
 mod tests {
     use super::*;
     use crate::query::{parse_metric_query, QueryLimits};
-    use crate::store::{BatchSample, LabelPair, SampleBatch, SeriesKind};
+    use crate::store::{BatchSample, LabelPair, SampleBatch, SeriesKey, SeriesKind};
 
     fn query(text: &str) -> MetricQuery {
         parse_metric_query(text, &QueryLimits::default()).expect("valid query")
@@ -324,10 +324,9 @@ mod tests {
         let hub = Arc::new(ActivityHub::default());
         let model_a = hub.watch(&query(r#"max(waiting{model_name="a"})"#));
         let model_b = hub.watch(&query(r#"max(waiting{model_name="b"})"#));
-        hub.notify_removed(&SeriesKey::new(
-            "waiting",
-            vec![LabelPair::new("model_name", "b"), LabelPair::new("pod", "p")],
-        ));
+        hub.notify_removed(
+            SeriesKey::new("waiting", vec![LabelPair::new("model_name", "b"), LabelPair::new("pod", "p")]).as_ref(),
+        );
         assert!(!model_a.is_raised());
         assert!(model_b.is_raised());
     }

@@ -242,7 +242,7 @@ fn fill_section(store: &Store, shard_idx: usize, section: &mut ShardSection, hea
         let started = Instant::now();
         next_slot = store.visit_shard_slots(shard_idx, first_slot, SLOTS_PER_LOCK, |series| {
             section.kinds.push(format::kind_code(series.kind));
-            section.key_bytes.extend_from_slice(series.key.encoded());
+            series.key.write_encoded(&mut section.key_bytes);
             section.key_ends.push(section.key_bytes.len() as u64);
             for chunk in series.chunks() {
                 if chunk.is_empty() {

@@ -29,7 +29,7 @@ fn contents(store: &Store) -> Contents {
                         (0..chunk.len()).map(move |idx| (chunk.timestamp_ms(idx), chunk.values[idx].to_bits()))
                     })
                     .collect();
-                all.insert(series.key.clone(), (series.kind, samples));
+                all.insert(series.key.to_owned(), (series.kind, samples));
             });
         }
     }
@@ -313,17 +313,17 @@ fn bad_key_bytes_inside_a_valid_archive_are_rejected() {
 #[test]
 fn series_key_encodings_round_trip_and_bad_ones_are_named() {
     let key = SeriesKey::new("m", vec![LabelPair::new("b", "2"), LabelPair::new("a", "1")]);
-    assert_eq!(SeriesKey::from_encoded(key.encoded()).unwrap(), key);
+    assert_eq!(SeriesKey::from_encoded(&key.encoded()).unwrap(), key);
     let encoded = key.encoded();
     use crate::store::KeyDecodeError as E;
     assert_eq!(SeriesKey::from_encoded(&encoded[..encoded.len() - 1]), Err(E::Truncated));
-    assert_eq!(SeriesKey::from_encoded(&[encoded, b"x"].concat()), Err(E::TrailingBytes));
+    assert_eq!(SeriesKey::from_encoded(&[&encoded[..], b"x"].concat()), Err(E::TrailingBytes));
     assert_eq!(SeriesKey::from_encoded(&[0, 0, 0, 0, 0, 0, 0, 0]), Err(E::EmptyMetricName));
     let unsorted = SeriesKey::from_canonical(
         "m",
         [crate::store::LabelRef { name: "b", value: "" }, crate::store::LabelRef { name: "a", value: "" }].into_iter(),
     );
-    assert_eq!(SeriesKey::from_encoded(unsorted.encoded()), Err(E::LabelsNotCanonical));
+    assert_eq!(SeriesKey::from_encoded(&unsorted.encoded()), Err(E::LabelsNotCanonical));
     assert_eq!(SeriesKey::from_encoded(&[0xff; 3]), Err(E::Truncated));
     assert_eq!(SeriesKey::from_encoded(&[1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]), Err(E::Truncated));
 }

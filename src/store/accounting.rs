@@ -3,8 +3,8 @@
 //!
 //! Counts are updated in the same step as the shard change they count, under that shard's write
 //! lock, never by a scan: a new series is reserved in all three counts at once (or in none)
-//! before it is inserted; the reservation holds the series' key, and the insert takes the key
-//! back out of it (committing it) only once every step left cannot fail; if the insert does not
+//! before it is inserted, and the insert commits the reservation only once every step left
+//! cannot fail; if the insert does not
 //! happen (a refusal, or a panic in between), dropping the reservation gives it back. A chunk's bytes
 //! are reserved before it is allocated and given back when it is freed. So the counts equal what
 //! the shards hold at every step (`Store::recount` recomputes them by a scan, for tests).
@@ -13,8 +13,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-
-use super::series_key::SeriesKey;
 
 /// Why a new series (or a chunk) was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,12 +150,11 @@ impl Accounting {
         Arc::clone(by_metric.entry(metric_name.into()).or_default())
     }
 
-    /// Reserves a place under each limit for a new series with `key` in shard `shard_idx`, of
+    /// Reserves a place under each limit for a new series in shard `shard_idx`, of
     /// the metric counted by `metric` (from [`Accounting::metric_counter`] of its name), taking
     /// `bytes`, or none. The insert commits it; dropped uncommitted, it is given back.
     pub fn reserve_series(
         &self,
-        key: SeriesKey,
         metric: &MetricCounter,
         shard_idx: usize,
         bytes: usize,
@@ -177,7 +174,7 @@ impl Accounting {
         // Before the series is inserted (and visible under the shard's lock): a query that finds
         // the metric's count also finds the shard.
         metric.note_shard(shard_idx);
-        Ok(SeriesReservation { accounting: self, metric: Arc::clone(metric), key: Some(key), bytes })
+        Ok(SeriesReservation { accounting: self, metric: Arc::clone(metric), committed: false, bytes })
     }
 
     /// Gives back what a removed series of `metric_name` taking `bytes` held.
@@ -219,31 +216,26 @@ fn add_within(counter: &AtomicUsize, amount: usize, max: usize) -> bool {
         .is_ok()
 }
 
-/// A new series' place under the limits, with its key, held until the series is inserted.
+/// A new series' place under the limits, held until the series is inserted.
 #[derive(Debug)]
 #[must_use = "an uncommitted reservation is given back when dropped"]
 pub(super) struct SeriesReservation<'s> {
     accounting: &'s Accounting,
     metric: MetricCounter,
-    /// `None` once committed.
-    key: Option<SeriesKey>,
+    committed: bool,
     bytes: usize,
 }
 
 impl SeriesReservation<'_> {
-    pub fn key(&self) -> &SeriesKey {
-        self.key.as_ref().expect("a reservation holds its key until committed")
-    }
-
     /// The series goes into its shard now, by steps that cannot fail: the counts stand for it.
-    pub fn commit(mut self) -> SeriesKey {
-        self.key.take().expect("a reservation is committed once")
+    pub fn commit(mut self) {
+        self.committed = true;
     }
 }
 
 impl Drop for SeriesReservation<'_> {
     fn drop(&mut self) {
-        if self.key.is_some() {
+        if !self.committed {
             self.accounting.release_bytes(self.bytes);
             self.metric.count.fetch_sub(1, Ordering::AcqRel);
             self.accounting.series_count.fetch_sub(1, Ordering::AcqRel);
@@ -259,22 +251,18 @@ mod tests {
         Accounting::new(CountLimits { series_count_max, bytes_max, series_per_metric_max })
     }
 
-    fn key(metric: &str) -> SeriesKey {
-        SeriesKey::new(metric, vec![])
-    }
-
     #[test]
     fn a_refused_or_dropped_reservation_leaves_every_count_as_it_was() {
         let counts = accounting(3, 1_000, 2);
         let (a, b, c) = (counts.metric_counter("a"), counts.metric_counter("b"), counts.metric_counter("c"));
-        assert_eq!(counts.reserve_series(key("a"), &a, 0, 100).unwrap().commit(), key("a"));
-        counts.reserve_series(key("a"), &a, 0, 100).unwrap().commit();
-        assert_eq!(counts.reserve_series(key("a"), &a, 0, 100).unwrap_err(), SeriesRefusal::MetricSeriesLimit);
-        assert_eq!(counts.reserve_series(key("b"), &b, 0, 900).unwrap_err(), SeriesRefusal::BytesLimit);
-        drop(counts.reserve_series(key("b"), &b, 0, 100).unwrap());
+        counts.reserve_series(&a, 0, 100).unwrap().commit();
+        counts.reserve_series(&a, 0, 100).unwrap().commit();
+        assert_eq!(counts.reserve_series(&a, 0, 100).unwrap_err(), SeriesRefusal::MetricSeriesLimit);
+        assert_eq!(counts.reserve_series(&b, 0, 900).unwrap_err(), SeriesRefusal::BytesLimit);
+        drop(counts.reserve_series(&b, 0, 100).unwrap());
         assert_eq!((counts.series_count(), counts.bytes(), counts.metric_series_count("b")), (2, 200, 0));
-        counts.reserve_series(key("b"), &b, 0, 100).unwrap().commit();
-        assert_eq!(counts.reserve_series(key("c"), &c, 0, 1).unwrap_err(), SeriesRefusal::SeriesLimit);
+        counts.reserve_series(&b, 0, 100).unwrap().commit();
+        assert_eq!(counts.reserve_series(&c, 0, 1).unwrap_err(), SeriesRefusal::SeriesLimit);
         counts.release_series("a", 100);
         assert_eq!(counts.series_by_metric(), [("a".to_string(), 1), ("b".to_string(), 1)]);
         assert_eq!((counts.series_count(), counts.bytes()), (2, 200));
@@ -286,8 +274,8 @@ mod tests {
         let counts = accounting(100, 10_000, 100);
         assert_eq!(counts.metric_shards("m"), ShardSet::NONE);
         let m = counts.metric_counter("m");
-        counts.reserve_series(key("m"), &m, 3, 10).unwrap().commit();
-        counts.reserve_series(key("m"), &m, 70, 10).unwrap().commit();
+        counts.reserve_series(&m, 3, 10).unwrap().commit();
+        counts.reserve_series(&m, 70, 10).unwrap().commit();
         let shards = counts.metric_shards("m");
         assert!(shards.may_hold(3) && shards.may_hold(70) && shards.may_hold(6), "70 and 6 share bit 6");
         assert!(!shards.may_hold(0) && !shards.may_hold(4));
@@ -298,7 +286,7 @@ mod tests {
     fn a_counter_at_zero_is_forgotten_once_no_append_holds_it() {
         let counts = accounting(10, 1_000, 10);
         let held = counts.metric_counter("m");
-        counts.reserve_series(key("m"), &held, 0, 10).unwrap().commit();
+        counts.reserve_series(&held, 0, 10).unwrap().commit();
         // Removed while an append holds the counter: kept, and still the one looked up.
         counts.release_series("m", 10);
         assert!(Arc::ptr_eq(&held, &counts.metric_counter("m")));
@@ -308,7 +296,7 @@ mod tests {
         counts.forget_unused_metrics();
         assert_eq!(counts.series_by_metric.read().len(), 0);
         // A removal with nobody holding the counter forgets it at once.
-        counts.reserve_series(key("n"), &counts.metric_counter("n"), 0, 10).unwrap().commit();
+        counts.reserve_series(&counts.metric_counter("n"), 0, 10).unwrap().commit();
         counts.release_series("n", 10);
         assert_eq!((counts.series_by_metric.read().len(), counts.series_count(), counts.bytes()), (0, 0, 0));
     }

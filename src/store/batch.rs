@@ -21,7 +21,7 @@
 //! order compares no names. Sets of more than 64 labels (possible only with
 //! `--max-labels-per-series` above 64) are merged by name when read.
 
-use super::series_key::{combine_series_hash, label_hash, metric_name_hash, LabelRef, LabelSetHash, SeriesKey};
+use super::series_key::{combine_series_hash, label_hash, metric_name_hash, LabelRef, LabelSetHash, Labels, SeriesKey};
 use super::window::SeriesKind;
 
 /// The most heap bytes a [`DecodedBatch`] holds per byte of the (decompressed) request it was
@@ -471,19 +471,38 @@ impl<'a> DecodedBatch<'a> {
         labels
     }
 
-    /// Builds the owned key of a sample (for a new series).
+    /// Builds the owned key of a sample.
     pub fn series_key(&self, sample: &DecodedSample) -> SeriesKey {
-        if sample.extra_label != NONE {
-            return SeriesKey::from_canonical(self.metric_name(sample), self.labels(sample));
+        SeriesKey::from_parts(self.metric_name(sample), self.label_set(sample))
+    }
+
+    /// The hash of the sample's label set alone ([`LabelSetHash`]).
+    pub fn label_set_hash(&self, sample: &DecodedSample) -> LabelSetHash {
+        if sample.extra_label == NONE {
+            return self.label_sets[sample.label_set as usize].hash;
         }
-        // The set knows its size: the labels are walked once.
-        let set = self.label_sets[sample.label_set as usize];
-        SeriesKey::from_canonical_sized(
-            self.metric_name(sample),
-            set.hash.count(),
-            set.string_bytes,
-            self.labels(sample),
-        )
+        let mut hash = LabelSetHash::default();
+        for label in self.labels(sample) {
+            hash.add(label_hash(label.name, label.value));
+        }
+        hash
+    }
+
+    /// The number of the sample's labels and the bytes of their names and values.
+    pub fn label_sizes(&self, sample: &DecodedSample) -> (usize, usize) {
+        if sample.extra_label == NONE {
+            // The set knows its size.
+            let set = self.label_sets[sample.label_set as usize];
+            return (set.hash.count(), set.string_bytes);
+        }
+        self.labels(sample).fold((0, 0), |(n, bytes), label| (n + 1, bytes + label.name.len() + label.value.len()))
+    }
+
+    /// Builds the sample's label set (for a label set new to its shard): the labels are walked
+    /// once.
+    pub fn label_set(&self, sample: &DecodedSample) -> Labels {
+        let (n_labels, strings_len) = self.label_sizes(sample);
+        Labels::from_canonical_sized(n_labels, strings_len, self.labels(sample))
     }
 
     /// Distinct metric names of the batch, sorted.

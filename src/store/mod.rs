@@ -7,8 +7,8 @@
 //! **Invariant:** once [`Store::append_decoded`] returns, every later read sees the appended samples.
 //!
 //! The store is bounded in series (`--max-series`), in series per metric
-//! (`--max-series-per-metric`) and in bytes (`--max-store-bytes`: keys, series and chunks), each
-//! a running count kept in step with the shards ([`accounting`]).
+//! (`--max-series-per-metric`) and in bytes (`--max-store-bytes`: series, label sets, metric
+//! entries and chunks), each a running count kept in step with the shards ([`accounting`]).
 
 mod accounting;
 mod batch;
@@ -31,15 +31,16 @@ pub use batch::{
 };
 pub use chunk::{ChunkSlice, CHUNK_CAPACITY};
 pub use series_key::{
-    combine_series_hash, label_hash, metric_name_hash, needs_normalization, normalize_metric_name, series_hash,
-    sort_and_dedup_keep_last, KeyDecodeError, LabelPair, LabelRef, LabelSetHash, SeriesKey,
+    combine_series_hash, label_hash, label_set_hash, metric_name_hash, needs_normalization, normalize_metric_name,
+    series_hash, sort_and_dedup_keep_last, KeyDecodeError, LabelPair, LabelRef, LabelSetHash, Labels, SeriesKey,
+    SeriesRef, LABEL_SET_BITS,
 };
 pub use window::{SeriesKind, SeriesWindow, WindowOp};
 
 use accounting::{Accounting, CountLimits, MetricCounter};
 use chunk::{Chunk, ChunkClass};
 pub use shard::LabelNarrowing;
-use shard::{AppendResult, RunEnd, Shard};
+use shard::{AppendResult, NewSeriesLabels, RunEnd, Shard};
 
 /// Samples appended per hold of a shard's write lock.
 const APPEND_SAMPLES_PER_LOCK: usize = 64;
@@ -163,7 +164,7 @@ impl ListTruncation {
 
 /// A series as a snapshot reads it, under its shard's read lock.
 pub struct SeriesView<'a> {
-    pub key: &'a SeriesKey,
+    pub key: SeriesRef<'a>,
     pub kind: SeriesKind,
     chunks: &'a [Chunk],
 }
@@ -233,7 +234,9 @@ impl Store {
     }
 
     fn shard_idx(&self, key_hash: u64) -> usize {
-        // The high bits: the low ones also pick the bucket inside the shard's hash table.
+        // The high bits, which are the label set's alone (`LABEL_SET_BITS`): every series of a
+        // label set is in one shard, which holds the set once. (The low bits also pick the
+        // bucket inside the shard's hash table.)
         ((key_hash >> 32) as usize) % self.shards.len()
     }
 
@@ -323,20 +326,27 @@ impl Store {
         sample: &DecodedSample,
         metric_counter: &mut Option<(u32, MetricCounter)>,
     ) -> Result<shard::SeriesIdx, SeriesRefusal> {
-        let key = batch.series_key(sample);
-        // A series' first chunk is the smallest: nothing tells its rate yet.
-        let bytes = shard.new_series_bytes(&key, ChunkClass::Small);
         let metric_name = batch.metric_name(sample);
+        let set_hash = label_set_hash(batch.label_set_hash(sample));
+        let known_set = shard.find_label_set(set_hash, |labels| labels.equals(batch.labels(sample)));
+        let (n_labels, strings_len) = batch.label_sizes(sample);
+        let new_set = known_set.is_none().then(|| (n_labels, Labels::encoded_len(n_labels, strings_len)));
+        // A series' first chunk is the smallest: nothing tells its rate yet.
+        let bytes = shard.new_series_bytes(metric_name, new_set, ChunkClass::Small);
         if metric_counter.as_ref().is_none_or(|&(metric_idx, _)| metric_idx != sample.metric_idx) {
             *metric_counter = Some((sample.metric_idx, self.accounting.metric_counter(metric_name)));
         }
         let (_, counter) = metric_counter.as_ref().expect("filled above");
-        let reservation = self.accounting.reserve_series(key, counter, shard_idx, bytes)?;
+        let reservation = self.accounting.reserve_series(counter, shard_idx, bytes)?;
         #[cfg(test)]
         if metric_name == PANIC_METRIC_FOR_TESTS {
             panic!("fault injected for a test: a new series of {PANIC_METRIC_FOR_TESTS} after its reservation");
         }
-        Ok(shard.insert(reservation, Some(metric_name), sample.key_hash, sample.kind, ChunkClass::Small))
+        let labels = match known_set {
+            Some(set_idx) => NewSeriesLabels::Known(set_idx),
+            None => NewSeriesLabels::New { labels: batch.label_set(sample), hash: set_hash },
+        };
+        Ok(shard.insert(reservation, metric_name, labels, sample.key_hash, sample.kind, ChunkClass::Small))
     }
 
     /// Makes room for `series` more series spread over the shards (before a restore), so the
@@ -362,8 +372,8 @@ impl Store {
         slot_count: usize,
         mut visit: impl FnMut(SeriesView<'_>),
     ) -> Option<usize> {
-        self.shards[shard_idx].read().visit_slots(first_slot, slot_count, &mut |series| {
-            visit(SeriesView { key: &series.key, kind: series.kind, chunks: &series.chunks })
+        self.shards[shard_idx].read().visit_slots(first_slot, slot_count, &mut |key, series| {
+            visit(SeriesView { key, kind: series.kind, chunks: &series.chunks })
         })
     }
 
@@ -378,15 +388,25 @@ impl Store {
         let key_hash = key.stable_hash();
         let shard_idx = self.shard_idx(key_hash);
         let mut shard = self.shards[shard_idx].write();
-        let series_idx = match shard.find(key_hash, |stored| *stored == key) {
+        let series_idx = match shard.find(key_hash, |stored| stored == key.as_ref()) {
             Some(idx) => idx,
             None => {
-                let bytes = shard.new_series_bytes(&key, first_chunk);
+                let labels = key.label_set();
+                let set_hash = label_set_hash(labels.set_hash());
+                let known_set = shard.find_label_set(set_hash, |stored| stored == labels);
+                let new_set = known_set.is_none().then(|| (labels.len(), labels.heap_bytes()));
+                let bytes = shard.new_series_bytes(key.metric_name(), new_set, first_chunk);
                 let counter = self.accounting.metric_counter(key.metric_name());
-                match self.accounting.reserve_series(key, &counter, shard_idx, bytes) {
-                    Ok(reservation) => shard.insert(reservation, None, key_hash, kind, first_chunk),
+                let reservation = match self.accounting.reserve_series(&counter, shard_idx, bytes) {
+                    Ok(reservation) => reservation,
                     Err(refusal) => return RestoreOutcome::Refused(refusal),
-                }
+                };
+                let (metric_name, labels) = key.into_parts();
+                let labels = match known_set {
+                    Some(set_idx) => NewSeriesLabels::Known(set_idx),
+                    None => NewSeriesLabels::New { labels, hash: set_hash },
+                };
+                shard.insert(reservation, &metric_name, labels, key_hash, kind, first_chunk)
             }
         };
         let restored = samples
@@ -409,7 +429,7 @@ impl Store {
         metric_name: &str,
         start_ms: i64,
         end_ms: i64,
-        visit: impl FnMut(&SeriesKey, SeriesWindow<'_>) -> ControlFlow<B>,
+        visit: impl FnMut(SeriesRef<'_>, SeriesWindow<'_>) -> ControlFlow<B>,
     ) -> ControlFlow<B> {
         self.visit_metric_with_labels(metric_name, &[], start_ms, end_ms, visit)
     }
@@ -427,7 +447,7 @@ impl Store {
         narrowings: &[LabelNarrowing<'_>],
         start_ms: i64,
         end_ms: i64,
-        mut visit: impl FnMut(&SeriesKey, SeriesWindow<'_>) -> ControlFlow<B>,
+        mut visit: impl FnMut(SeriesRef<'_>, SeriesWindow<'_>) -> ControlFlow<B>,
     ) -> ControlFlow<B> {
         debug_assert!(
             narrowings.iter().all(|narrowing| match narrowing {
@@ -442,10 +462,10 @@ impl Store {
         let reads_values = narrowings.iter().any(|narrowing| matches!(narrowing, LabelNarrowing::Matching { .. }));
         for shard_idx in (0..self.shards.len()).filter(|&shard_idx| shards.may_hold(shard_idx)) {
             let shard = &self.shards[shard_idx];
-            if reads_values && shard.read().lacks_label_values(metric_name, narrowings) {
+            if reads_values && shard.read().lacks_label_values(narrowings) {
                 // A regex's first read of this label here: its value set is made once, under
-                // the write lock (one pass over the metric's series in this shard).
-                shard.write().index_label_values(metric_name, narrowings);
+                // the write lock (one pass over the shard's label sets).
+                shard.write().index_label_values(narrowings);
             }
             let candidates =
                 if narrowings.is_empty() { None } else { shard.read().label_candidates(metric_name, narrowings) };
@@ -467,7 +487,7 @@ impl Store {
         shard_idx: usize,
         metric_name: &str,
         window: (i64, i64),
-        visit: &mut impl FnMut(&SeriesKey, SeriesWindow<'_>) -> ControlFlow<B>,
+        visit: &mut impl FnMut(SeriesRef<'_>, SeriesWindow<'_>) -> ControlFlow<B>,
     ) -> ControlFlow<B> {
         // Counted before the first run's lock, so retention leaves tombstones instead of
         // shifting positions until the walk is over.
@@ -499,6 +519,12 @@ impl Store {
     #[cfg(test)]
     pub fn check_label_index(&self) {
         self.shards.iter().for_each(|shard| shard.read().check_label_index());
+    }
+
+    /// Label sets held in all shards (for tests).
+    #[cfg(test)]
+    pub fn label_set_count(&self) -> usize {
+        self.shards.iter().map(|shard| shard.read().label_set_count()).sum()
     }
 
     /// Postings of `metric_name` in every shard, tombstones included (for tests).
@@ -539,7 +565,7 @@ impl Store {
                         return;
                     }
                     listing.series.push(SeriesSummary {
-                        key: series.key.clone(),
+                        key: series.key.to_owned(),
                         kind: series.kind,
                         sample_count: series.chunks.iter().map(Chunk::len).sum(),
                         last_timestamp_ms: series.chunks.last().and_then(Chunk::last_timestamp_ms),
@@ -559,7 +585,7 @@ impl Store {
 
     /// As [`Store::drop_expired`], calling `on_removed` with each removed series' key (under its
     /// shard's write lock: it must not take a shard lock).
-    pub fn drop_expired_telling(&self, now_ms: i64, mut on_removed: impl FnMut(&SeriesKey)) -> usize {
+    pub fn drop_expired_telling(&self, now_ms: i64, mut on_removed: impl FnMut(SeriesRef<'_>)) -> usize {
         let cutoff_ms = now_ms.saturating_sub(self.config.retention_ms);
         let mut series_removed = 0;
         for (shard, walks) in self.shards.iter().zip(self.walks_under_way.iter()) {

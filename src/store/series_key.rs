@@ -1,10 +1,12 @@
 //! Series identity: a normalized metric name plus a sorted, de-duplicated label set.
 //!
-//! A stored key is one contiguous allocation (lengths header, then the strings back to back),
-//! so comparing it with an incoming label set touches one or two cache lines, and the store
-//! holds one allocation per series instead of two per label. Incoming label sets are compared
-//! and hashed in their borrowed form ([`LabelRef`]s into the request buffer); a [`SeriesKey`] is
-//! built only when a series is new.
+//! A label set is one contiguous allocation ([`Labels`]: lengths header, then the strings back
+//! to back), so comparing it with an incoming label set touches one or two cache lines. A shard
+//! holds each distinct label set once, shared by the series of every metric that carries it,
+//! and each series' hash puts its label set's bits where the store picks the shard, so that the
+//! series sharing a label set land in one shard. Incoming label sets are compared and hashed in
+//! their borrowed form ([`LabelRef`]s into the request buffer); a [`Labels`] is built only when
+//! a shard has not seen the set.
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -14,8 +16,8 @@ const SERIES_HASH_SEED: u64 = 0x6f74_656c_7363_616c;
 /// Seed for metric names, so that a metric name and a label never hash alike.
 const METRIC_HASH_SEED: u64 = 0x6d65_7472_6963_5f6e;
 
-/// Bytes of the blob header: metric name length and label count.
-const HEADER_BYTES: usize = 8;
+/// Bytes of a label set's header: its label count.
+const LABELS_HEADER_BYTES: usize = 4;
 /// Bytes per label in the header: name length and value length.
 const LABEL_HEADER_BYTES: usize = 8;
 
@@ -93,9 +95,15 @@ impl LabelSetHash {
 /// length prefix.
 #[inline]
 pub fn label_hash(name: &str, value: &str) -> u64 {
+    label_hash_bytes(name.as_bytes(), value.as_bytes())
+}
+
+/// [`label_hash`] of a label read as bytes.
+#[inline]
+pub fn label_hash_bytes(name: &[u8], value: &[u8]) -> u64 {
     let mut hasher = foldhash::fast::FixedState::with_seed(SERIES_HASH_SEED).build_hasher();
-    hasher.write(name.as_bytes());
-    hasher.write(value.as_bytes());
+    hasher.write(name);
+    hasher.write(value);
     hasher.finish()
 }
 
@@ -107,13 +115,27 @@ pub fn metric_name_hash(metric_name: &str) -> u64 {
     hasher.finish()
 }
 
-/// The series hash of a metric (its [`metric_name_hash`]) and a label set: two mixing steps.
+/// The hash of a label set alone (a shard's table of label sets is keyed by it).
+#[inline]
+pub fn label_set_hash(labels: LabelSetHash) -> u64 {
+    let mut hasher = foldhash::fast::FixedState::with_seed(METRIC_HASH_SEED).build_hasher();
+    hasher.write_u64(labels.sum);
+    hasher.write_u32(labels.count);
+    hasher.finish()
+}
+
+/// Bits of a series hash that come from its label set alone: the store picks a series' shard
+/// from them, so every series of one label set is in one shard, which holds the set once.
+pub const LABEL_SET_BITS: u64 = 0xffff_ffff_0000_0000;
+
+/// The series hash of a metric (its [`metric_name_hash`]) and a label set: the high 32 bits are
+/// the label set's ([`LABEL_SET_BITS`]), the low 32 bits mix both.
 #[inline]
 pub fn combine_series_hash(metric_hash: u64, labels: LabelSetHash) -> u64 {
     let mut hasher = foldhash::fast::FixedState::with_seed(SERIES_HASH_SEED).build_hasher();
     hasher.write_u128((u128::from(metric_hash) << 64) | u128::from(labels.sum));
     hasher.write_u32(labels.count);
-    hasher.finish()
+    (label_set_hash(labels) & LABEL_SET_BITS) | (hasher.finish() & !LABEL_SET_BITS)
 }
 
 /// Hashes a series identity: a pure function of the metric name and the label *set* (the order
@@ -142,24 +164,194 @@ pub enum KeyDecodeError {
     TrailingBytes,
 }
 
-/// The identity of a series. Labels are sorted by name and unique.
+fn read_u32(bytes: &[u8], offset: usize) -> usize {
+    u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("four header bytes")) as usize
+}
+
+fn len_u32(len: usize) -> [u8; 4] {
+    u32::try_from(len).expect("label strings are limited far below 4 GiB").to_le_bytes()
+}
+
+/// A label set, sorted by name and unique, in one allocation: `[n_labels u32][(name_len u32,
+/// value_len u32) × n][name value]…`, little-endian. A shard holds each distinct label set once,
+/// whatever number of metrics' series carry it (a GPU's DCGM gauges, a pod's vLLM metrics).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Labels {
+    blob: Box<[u8]>,
+}
+
+impl std::fmt::Debug for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Labels {
+    /// Bytes of the encoding of `n_labels` labels whose names and values take `strings_len`.
+    pub const fn encoded_len(n_labels: usize, strings_len: usize) -> usize {
+        LABELS_HEADER_BYTES + n_labels * LABEL_HEADER_BYTES + strings_len
+    }
+
+    /// Builds a label set from labels already in canonical order (sorted by name, unique).
+    pub fn from_canonical<'a>(labels: impl Iterator<Item = LabelRef<'a>> + Clone) -> Self {
+        let (n_labels, strings_len) =
+            labels.clone().fold((0, 0), |(n, bytes), label| (n + 1, bytes + label.name.len() + label.value.len()));
+        Labels::from_canonical_sized(n_labels, strings_len, labels)
+    }
+
+    /// [`Labels::from_canonical`] for a caller that knows the number of labels and their string
+    /// bytes (names and values): one pass over the labels.
+    pub fn from_canonical_sized<'a>(
+        n_labels: usize,
+        strings_len: usize,
+        labels: impl Iterator<Item = LabelRef<'a>>,
+    ) -> Self {
+        let strings_start = LABELS_HEADER_BYTES + n_labels * LABEL_HEADER_BYTES;
+        let blob_len = strings_start + strings_len;
+        let mut blob = vec![0u8; blob_len].into_boxed_slice();
+        blob[0..LABELS_HEADER_BYTES].copy_from_slice(&len_u32(n_labels));
+        let mut header = LABELS_HEADER_BYTES;
+        let mut offset = strings_start;
+        for label in labels {
+            assert!(header < strings_start, "more labels than the {n_labels} given");
+            blob[header..header + 4].copy_from_slice(&len_u32(label.name.len()));
+            blob[header + 4..header + LABEL_HEADER_BYTES].copy_from_slice(&len_u32(label.value.len()));
+            header += LABEL_HEADER_BYTES;
+            for text in [label.name, label.value] {
+                blob[offset..offset + text.len()].copy_from_slice(text.as_bytes());
+                offset += text.len();
+            }
+        }
+        assert_eq!((header, offset), (strings_start, blob_len), "labels other than the sizes given");
+        Labels { blob }
+    }
+
+    pub fn len(&self) -> usize {
+        read_u32(&self.blob, 0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn strings_start(&self) -> usize {
+        LABELS_HEADER_BYTES + self.len() * LABEL_HEADER_BYTES
+    }
+
+    /// Each label's name and value as bytes, in canonical order, without a UTF-8 check (for
+    /// hashing and comparing).
+    pub fn bytes_iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone + '_ {
+        let blob = &self.blob[..];
+        let mut offset = self.strings_start();
+        (0..self.len()).map(move |label_idx| {
+            let header = LABELS_HEADER_BYTES + label_idx * LABEL_HEADER_BYTES;
+            let (name_len, value_len) = (read_u32(blob, header), read_u32(blob, header + 4));
+            let name = &blob[offset..offset + name_len];
+            let value = &blob[offset + name_len..offset + name_len + value_len];
+            offset += name_len + value_len;
+            (name, value)
+        })
+    }
+
+    /// The labels in canonical order.
+    pub fn iter(&self) -> impl Iterator<Item = LabelRef<'_>> + Clone + '_ {
+        // The blob is only ever built from `&str`s (or checked to be UTF-8), at these offsets.
+        let text = |bytes| std::str::from_utf8(bytes).expect("label strings are UTF-8");
+        self.bytes_iter().map(move |(name, value)| LabelRef { name: text(name), value: text(value) })
+    }
+
+    /// The value of label `name`, if the set has it. Names are compared as bytes in place (no
+    /// UTF-8 check of the labels passed over); only the value found is checked, once.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.bytes_iter()
+            .find(|(label_name, _)| *label_name == name.as_bytes())
+            .map(|(_, value)| std::str::from_utf8(value).expect("label strings are UTF-8"))
+    }
+
+    /// Whether this is the set `labels` (canonical order). Compares bytes in place: no UTF-8
+    /// re-validation of the stored strings on this hot path.
+    pub fn equals<'a>(&self, labels: impl Iterator<Item = LabelRef<'a>>) -> bool {
+        let mut stored = self.bytes_iter();
+        for label in labels {
+            match stored.next() {
+                Some((name, value)) if name == label.name.as_bytes() && value == label.value.as_bytes() => {}
+                _ => return false,
+            }
+        }
+        stored.next().is_none()
+    }
+
+    /// The set's hash, as its labels were hashed on the way in ([`LabelSetHash`]).
+    pub fn set_hash(&self) -> LabelSetHash {
+        let mut set = LabelSetHash::default();
+        for (name, value) in self.bytes_iter() {
+            set.add(label_hash_bytes(name, value));
+        }
+        set
+    }
+
+    /// Bytes held by the names and values.
+    pub fn string_bytes(&self) -> usize {
+        self.blob.len() - self.strings_start()
+    }
+
+    /// Heap bytes of the set (strings and lengths header).
+    pub fn heap_bytes(&self) -> usize {
+        self.blob.len()
+    }
+
+    /// Checks a label set encoding from outside the process: lengths within the bytes, strings
+    /// UTF-8, names sorted and unique, nothing after the last label.
+    fn from_encoded(bytes: Box<[u8]>) -> Result<Labels, KeyDecodeError> {
+        let u32_at = |offset: usize| -> Result<usize, KeyDecodeError> {
+            let word = bytes.get(offset..offset + 4).ok_or(KeyDecodeError::Truncated)?;
+            Ok(u32::from_le_bytes(word.try_into().expect("four bytes")) as usize)
+        };
+        let n_labels = u32_at(0)?;
+        let strings_start = n_labels
+            .checked_mul(LABEL_HEADER_BYTES)
+            .and_then(|n| n.checked_add(LABELS_HEADER_BYTES))
+            .ok_or(KeyDecodeError::Truncated)?;
+        if strings_start > bytes.len() {
+            return Err(KeyDecodeError::Truncated);
+        }
+        let mut offset = strings_start;
+        let mut take = |len: usize| -> Result<&str, KeyDecodeError> {
+            let end = offset.checked_add(len).ok_or(KeyDecodeError::Truncated)?;
+            let text = bytes.get(offset..end).ok_or(KeyDecodeError::Truncated)?;
+            offset = end;
+            std::str::from_utf8(text).map_err(|_| KeyDecodeError::NotUtf8)
+        };
+        let mut previous_name: Option<&str> = None;
+        for label_idx in 0..n_labels {
+            let header = LABELS_HEADER_BYTES + label_idx * LABEL_HEADER_BYTES;
+            let name = take(u32_at(header)?)?;
+            take(u32_at(header + 4)?)?;
+            if previous_name.is_some_and(|previous| previous >= name) {
+                return Err(KeyDecodeError::LabelsNotCanonical);
+            }
+            previous_name = Some(name);
+        }
+        if offset != bytes.len() {
+            return Err(KeyDecodeError::TrailingBytes);
+        }
+        Ok(Labels { blob: bytes })
+    }
+}
+
+/// The identity of a series, owned: a normalized metric name and a [`Labels`] set. The store
+/// holds a series as its metric's name (shared by the shard's series of that metric) and its
+/// shard's copy of the label set, and lends it out as a [`SeriesRef`].
 #[derive(Clone, PartialEq, Eq)]
 pub struct SeriesKey {
-    /// `[metric_len u32][n_labels u32][(name_len u32, value_len u32) × n][metric][name value]…`
-    blob: Box<[u8]>,
+    metric_name: Box<str>,
+    labels: Labels,
 }
 
 impl std::fmt::Debug for SeriesKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SeriesKey")
-            .field("metric_name", &self.metric_name())
-            .field("labels", &self.labels().collect::<Vec<_>>())
-            .finish()
+        self.as_ref().fmt(f)
     }
-}
-
-fn read_u32(bytes: &[u8], offset: usize) -> usize {
-    u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("four header bytes")) as usize
 }
 
 impl SeriesKey {
@@ -175,212 +367,97 @@ impl SeriesKey {
 
     /// Builds a key from labels already in canonical order (sorted by name, unique).
     pub fn from_canonical<'a>(metric_name: &str, labels: impl Iterator<Item = LabelRef<'a>> + Clone) -> Self {
-        let (n_labels, strings_len) =
-            labels.clone().fold((0, 0), |(n, bytes), label| (n + 1, bytes + label.name.len() + label.value.len()));
-        SeriesKey::from_canonical_sized(metric_name, n_labels, strings_len, labels)
+        SeriesKey { metric_name: metric_name.into(), labels: Labels::from_canonical(labels) }
     }
 
-    /// [`SeriesKey::from_canonical`] for a caller that knows the number of labels and their
-    /// string bytes (names and values): one pass over the labels.
-    pub fn from_canonical_sized<'a>(
-        metric_name: &str,
-        n_labels: usize,
-        strings_len: usize,
-        labels: impl Iterator<Item = LabelRef<'a>>,
-    ) -> Self {
-        let len_u32 = |len: usize| u32::try_from(len).expect("label strings are limited far below 4 GiB").to_le_bytes();
-        let strings_start = HEADER_BYTES + n_labels * LABEL_HEADER_BYTES;
-        let blob_len = strings_start + metric_name.len() + strings_len;
-        let mut blob = vec![0u8; blob_len].into_boxed_slice();
-        blob[0..4].copy_from_slice(&len_u32(metric_name.len()));
-        blob[4..HEADER_BYTES].copy_from_slice(&len_u32(n_labels));
-        let mut offset = strings_start + metric_name.len();
-        blob[strings_start..offset].copy_from_slice(metric_name.as_bytes());
-        let mut header = HEADER_BYTES;
-        for label in labels {
-            assert!(header < strings_start, "more labels than the {n_labels} given");
-            blob[header..header + 4].copy_from_slice(&len_u32(label.name.len()));
-            blob[header + 4..header + LABEL_HEADER_BYTES].copy_from_slice(&len_u32(label.value.len()));
-            header += LABEL_HEADER_BYTES;
-            for text in [label.name, label.value] {
-                blob[offset..offset + text.len()].copy_from_slice(text.as_bytes());
-                offset += text.len();
-            }
-        }
-        assert_eq!((header, offset), (strings_start, blob_len), "labels other than the sizes given");
-        SeriesKey { blob }
+    pub fn from_parts(metric_name: &str, labels: Labels) -> Self {
+        SeriesKey { metric_name: metric_name.into(), labels }
     }
 
-    fn n_labels(&self) -> usize {
-        read_u32(&self.blob, 4)
+    pub fn into_parts(self) -> (Box<str>, Labels) {
+        (self.metric_name, self.labels)
     }
 
-    fn strings_start(&self) -> usize {
-        HEADER_BYTES + self.n_labels() * LABEL_HEADER_BYTES
-    }
-
-    fn str_at(&self, start: usize, len: usize) -> &str {
-        // The blob is only ever built from `&str`s, at these offsets.
-        std::str::from_utf8(&self.blob[start..start + len]).expect("series key strings are UTF-8")
+    /// The borrowed form, with the methods that read a key.
+    pub fn as_ref(&self) -> SeriesRef<'_> {
+        SeriesRef { metric_name: &self.metric_name, labels: &self.labels }
     }
 
     pub fn metric_name(&self) -> &str {
-        self.str_at(self.strings_start(), read_u32(&self.blob, 0))
+        &self.metric_name
     }
 
-    /// Whether the key's metric name is `metric_name`: a byte comparison, without the UTF-8
-    /// check of [`SeriesKey::metric_name`] (a query's candidate filter).
-    pub fn has_metric_name(&self, metric_name: &str) -> bool {
-        let start = self.strings_start();
-        self.blob[start..start + read_u32(&self.blob, 0)] == *metric_name.as_bytes()
-    }
-
-    /// The labels in canonical order.
     pub fn labels(&self) -> impl Iterator<Item = LabelRef<'_>> + Clone + '_ {
-        let n_labels = self.n_labels();
-        let mut offset = self.strings_start() + read_u32(&self.blob, 0);
-        (0..n_labels).map(move |label_idx| {
-            let header = HEADER_BYTES + label_idx * LABEL_HEADER_BYTES;
-            let name_len = read_u32(&self.blob, header);
-            let value_len = read_u32(&self.blob, header + 4);
-            let name = self.str_at(offset, name_len);
-            let value = self.str_at(offset + name_len, value_len);
-            offset += name_len + value_len;
-            LabelRef { name, value }
-        })
+        self.labels.iter()
     }
 
-    /// The metric name and each label's name and value as bytes, in canonical order, without
-    /// the UTF-8 check of [`SeriesKey::labels`] (for hashing).
-    pub fn label_bytes(&self) -> (&[u8], impl Iterator<Item = (&[u8], &[u8])> + '_) {
-        let blob = &self.blob[..];
-        let metric_len = read_u32(blob, 0);
-        let strings_start = self.strings_start();
-        let mut offset = strings_start + metric_len;
-        let labels = (0..self.n_labels()).map(move |label_idx| {
-            let header = HEADER_BYTES + label_idx * LABEL_HEADER_BYTES;
-            let (name_len, value_len) = (read_u32(blob, header), read_u32(blob, header + 4));
-            let name = &blob[offset..offset + name_len];
-            let value = &blob[offset + name_len..offset + name_len + value_len];
-            offset += name_len + value_len;
-            (name, value)
-        });
-        (&blob[strings_start..strings_start + metric_len], labels)
+    pub fn label_set(&self) -> &Labels {
+        &self.labels
+    }
+
+    pub fn label_value(&self, name: &str) -> Option<&str> {
+        self.labels.value(name)
     }
 
     pub fn label_count(&self) -> usize {
-        self.n_labels()
+        self.labels.len()
     }
 
-    /// The value of label `name`, if the series has it. Names are compared as bytes in place
-    /// (no UTF-8 check of the labels passed over); only the value found is checked, once.
-    pub fn label_value(&self, name: &str) -> Option<&str> {
-        let blob = &self.blob[..];
-        let mut offset = self.strings_start() + read_u32(blob, 0);
-        for label_idx in 0..self.n_labels() {
-            let header = HEADER_BYTES + label_idx * LABEL_HEADER_BYTES;
-            let (name_len, value_len) = (read_u32(blob, header), read_u32(blob, header + 4));
-            let value_start = offset + name_len;
-            if &blob[offset..value_start] == name.as_bytes() {
-                return Some(self.str_at(value_start, value_len));
-            }
-            offset = value_start + value_len;
-        }
-        None
+    pub fn has_metric_name(&self, metric_name: &str) -> bool {
+        self.as_ref().has_metric_name(metric_name)
     }
 
-    /// Whether this key is the series `metric_name` + `labels` (canonical order). Compares bytes
-    /// in place: no UTF-8 re-validation of the stored strings on this hot path.
-    pub fn equals<'a>(&self, metric_name: &str, labels: impl Iterator<Item = LabelRef<'a>>) -> bool {
-        let blob = &self.blob[..];
-        let n_labels = self.n_labels();
-        let metric_len = read_u32(blob, 0);
-        let mut offset = self.strings_start();
-        if blob[offset..offset + metric_len] != *metric_name.as_bytes() {
-            return false;
-        }
-        offset += metric_len;
-        let mut label_idx = 0;
-        for label in labels {
-            if label_idx == n_labels {
-                return false;
-            }
-            let header = HEADER_BYTES + label_idx * LABEL_HEADER_BYTES;
-            let name_len = read_u32(blob, header);
-            let value_len = read_u32(blob, header + 4);
-            let stored_name = &blob[offset..offset + name_len];
-            let stored_value = &blob[offset + name_len..offset + name_len + value_len];
-            if stored_name != label.name.as_bytes() || stored_value != label.value.as_bytes() {
-                return false;
-            }
-            offset += name_len + value_len;
-            label_idx += 1;
-        }
-        label_idx == n_labels
+    /// Whether this key is the series `metric_name` + `labels` (canonical order).
+    pub fn equals<'l>(&self, metric_name: &str, labels: impl Iterator<Item = LabelRef<'l>>) -> bool {
+        self.as_ref().equals(metric_name, labels)
     }
 
-    /// The key's encoding: `[metric_len u32][n_labels u32][(name_len u32, value_len u32) × n]`,
-    /// then the metric name and each label's name and value, all little-endian. Snapshots store
-    /// it as is; [`SeriesKey::from_encoded`] reads it back.
-    pub fn encoded(&self) -> &[u8] {
-        &self.blob
+    /// Bytes of the metric name and the label strings.
+    pub fn string_bytes(&self) -> usize {
+        self.as_ref().string_bytes()
+    }
+
+    /// A hash that is the same in every process for the same key.
+    pub fn stable_hash(&self) -> u64 {
+        self.as_ref().stable_hash()
+    }
+
+    /// Heap bytes of the key (name, label strings and lengths header).
+    pub fn heap_bytes(&self) -> usize {
+        self.as_ref().heap_bytes()
+    }
+
+    /// The key's encoding (see [`SeriesRef::write_encoded`]).
+    pub fn encoded(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.as_ref().encoded_len());
+        self.as_ref().write_encoded(&mut bytes);
+        bytes
     }
 
     /// Checks an encoding from outside the process (a snapshot) and builds the key: lengths
     /// within the bytes, strings UTF-8, a non-empty metric name, labels sorted by name and unique.
     pub fn from_encoded(bytes: &[u8]) -> Result<SeriesKey, KeyDecodeError> {
-        let u32_at = |offset: usize| -> Result<usize, KeyDecodeError> {
+        let word = |offset: usize| -> Result<usize, KeyDecodeError> {
             let word = bytes.get(offset..offset + 4).ok_or(KeyDecodeError::Truncated)?;
             Ok(u32::from_le_bytes(word.try_into().expect("four bytes")) as usize)
         };
-        let metric_len = u32_at(0)?;
-        let n_labels = u32_at(4)?;
-        let strings_start = n_labels
+        let metric_len = word(0)?;
+        let n_labels = word(4)?;
+        let label_headers_end = n_labels
             .checked_mul(LABEL_HEADER_BYTES)
-            .and_then(|n| n.checked_add(HEADER_BYTES))
+            .and_then(|n| n.checked_add(KEY_HEADER_BYTES))
             .ok_or(KeyDecodeError::Truncated)?;
-        if strings_start > bytes.len() {
-            return Err(KeyDecodeError::Truncated);
-        }
-        let mut offset = strings_start;
-        let mut take = |len: usize| -> Result<&str, KeyDecodeError> {
-            let end = offset.checked_add(len).ok_or(KeyDecodeError::Truncated)?;
-            let text = bytes.get(offset..end).ok_or(KeyDecodeError::Truncated)?;
-            offset = end;
-            std::str::from_utf8(text).map_err(|_| KeyDecodeError::NotUtf8)
-        };
-        if take(metric_len)?.is_empty() {
+        let metric_end = label_headers_end.checked_add(metric_len).ok_or(KeyDecodeError::Truncated)?;
+        let metric = bytes.get(label_headers_end..metric_end).ok_or(KeyDecodeError::Truncated)?;
+        let metric_name = std::str::from_utf8(metric).map_err(|_| KeyDecodeError::NotUtf8)?;
+        if metric_name.is_empty() {
             return Err(KeyDecodeError::EmptyMetricName);
         }
-        let mut previous_name: Option<&str> = None;
-        for label_idx in 0..n_labels {
-            let header = HEADER_BYTES + label_idx * LABEL_HEADER_BYTES;
-            let name = take(u32_at(header)?)?;
-            take(u32_at(header + 4)?)?;
-            if previous_name.is_some_and(|previous| previous >= name) {
-                return Err(KeyDecodeError::LabelsNotCanonical);
-            }
-            previous_name = Some(name);
-        }
-        if offset != bytes.len() {
-            return Err(KeyDecodeError::TrailingBytes);
-        }
-        Ok(SeriesKey { blob: bytes.into() })
-    }
-
-    /// A hash that is the same in every process for the same key.
-    pub fn stable_hash(&self) -> u64 {
-        series_hash(self.metric_name(), self.labels())
-    }
-
-    /// Bytes held by the label strings and the name, for memory accounting.
-    pub fn string_bytes(&self) -> usize {
-        self.blob.len() - self.strings_start()
-    }
-
-    /// Heap bytes of the key (strings and lengths header).
-    pub fn heap_bytes(&self) -> usize {
-        self.blob.len()
+        // The label set's encoding is the key's without the metric name and its length.
+        let mut labels = Vec::with_capacity(bytes.len() - KEY_HEADER_BYTES + LABELS_HEADER_BYTES - metric_len);
+        labels.extend_from_slice(&bytes[4..label_headers_end]);
+        labels.extend_from_slice(&bytes[metric_end..]);
+        Ok(SeriesKey { metric_name: metric_name.into(), labels: Labels::from_encoded(labels.into_boxed_slice())? })
     }
 }
 
@@ -392,7 +469,112 @@ impl PartialOrd for SeriesKey {
 
 impl Ord for SeriesKey {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.metric_name().cmp(other.metric_name()).then_with(|| self.labels().cmp(other.labels()))
+        self.as_ref().cmp(&other.as_ref())
+    }
+}
+
+/// Bytes before the label headers in a key's encoding: metric name length and label count.
+const KEY_HEADER_BYTES: usize = 8;
+
+/// A series' identity as the store lends it out: its metric's name and its label set.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SeriesRef<'a> {
+    metric_name: &'a str,
+    labels: &'a Labels,
+}
+
+impl std::fmt::Debug for SeriesRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeriesKey")
+            .field("metric_name", &self.metric_name)
+            .field("labels", &self.labels.iter().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl<'a> SeriesRef<'a> {
+    pub fn new(metric_name: &'a str, labels: &'a Labels) -> Self {
+        SeriesRef { metric_name, labels }
+    }
+
+    pub fn metric_name(self) -> &'a str {
+        self.metric_name
+    }
+
+    /// Whether the key's metric name is `metric_name`.
+    pub fn has_metric_name(self, metric_name: &str) -> bool {
+        self.metric_name == metric_name
+    }
+
+    /// The labels in canonical order.
+    pub fn labels(self) -> impl Iterator<Item = LabelRef<'a>> + Clone + 'a {
+        self.labels.iter()
+    }
+
+    pub fn label_set(self) -> &'a Labels {
+        self.labels
+    }
+
+    pub fn label_count(self) -> usize {
+        self.labels.len()
+    }
+
+    /// The value of label `name`, if the series has it.
+    pub fn label_value(self, name: &str) -> Option<&'a str> {
+        self.labels.value(name)
+    }
+
+    /// Whether this is the series `metric_name` + `labels` (canonical order).
+    pub fn equals<'l>(self, metric_name: &str, labels: impl Iterator<Item = LabelRef<'l>>) -> bool {
+        self.metric_name == metric_name && self.labels.equals(labels)
+    }
+
+    /// A hash that is the same in every process for the same key.
+    pub fn stable_hash(self) -> u64 {
+        combine_series_hash(metric_name_hash(self.metric_name), self.labels.set_hash())
+    }
+
+    /// Bytes of the metric name and the label strings.
+    pub fn string_bytes(self) -> usize {
+        self.metric_name.len() + self.labels.string_bytes()
+    }
+
+    /// Heap bytes of an owned copy of the key (name, label strings and lengths header).
+    pub fn heap_bytes(self) -> usize {
+        self.metric_name.len() + self.labels.heap_bytes()
+    }
+
+    pub fn to_owned(self) -> SeriesKey {
+        SeriesKey { metric_name: self.metric_name.into(), labels: self.labels.clone() }
+    }
+
+    /// Bytes of [`SeriesRef::write_encoded`]'s encoding.
+    pub fn encoded_len(self) -> usize {
+        KEY_HEADER_BYTES - LABELS_HEADER_BYTES + self.metric_name.len() + self.labels.heap_bytes()
+    }
+
+    /// Appends the key's encoding to `out`: `[metric_len u32][n_labels u32][(name_len u32,
+    /// value_len u32) × n]`, then the metric name and each label's name and value, all
+    /// little-endian. Snapshots store it; [`SeriesKey::from_encoded`] reads it back.
+    pub fn write_encoded(self, out: &mut Vec<u8>) {
+        let blob = &self.labels.blob[..];
+        let strings_start = self.labels.strings_start();
+        out.extend_from_slice(&len_u32(self.metric_name.len()));
+        out.extend_from_slice(&blob[..strings_start]);
+        out.extend_from_slice(self.metric_name.as_bytes());
+        out.extend_from_slice(&blob[strings_start..]);
+    }
+}
+
+impl PartialOrd for SeriesRef<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SeriesRef<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.metric_name.cmp(other.metric_name).then_with(|| self.labels().cmp(other.labels()))
     }
 }
 
@@ -481,6 +663,19 @@ mod tests {
         set.add(label_hash("a", "1"));
         assert_eq!(combine_series_hash(metric_name_hash("m"), set), forward);
         assert_eq!(set.count(), 2);
+    }
+
+    #[test]
+    fn the_label_set_alone_gives_a_series_hash_its_high_bits() {
+        let labels = [LabelRef { name: "UUID", value: "GPU-1" }, LabelRef { name: "gpu", value: "0" }];
+        let other = [LabelRef { name: "UUID", value: "GPU-2" }, LabelRef { name: "gpu", value: "0" }];
+        let (util, power) = (series_hash("util", labels), series_hash("power", labels));
+        assert_ne!(util, power);
+        assert_eq!(util & LABEL_SET_BITS, power & LABEL_SET_BITS, "one label set, one shard");
+        assert_ne!(util & LABEL_SET_BITS, series_hash("util", other) & LABEL_SET_BITS);
+        let key = SeriesKey::from_canonical("util", labels.into_iter());
+        assert_eq!(label_set_hash(key.label_set().set_hash()) & LABEL_SET_BITS, util & LABEL_SET_BITS);
+        assert_eq!(key.stable_hash(), util);
     }
 
     #[test]

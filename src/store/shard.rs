@@ -17,7 +17,7 @@ use hashbrown::HashTable;
 
 use super::accounting::{Accounting, SeriesReservation};
 use super::chunk::{Chunk, ChunkClass};
-use super::series_key::SeriesKey;
+use super::series_key::{Labels, SeriesRef};
 use super::window::{SeriesKind, SeriesWindow};
 
 /// Index of a series inside its shard.
@@ -90,83 +90,83 @@ pub(super) enum RunEnd<B> {
     /// The visitor stopped the walk.
     Stopped(B),
 }
-/// Bytes a series holds besides its key and chunks, as counted against `--max-store-bytes`:
-/// its slot, its index entry (slot number and control byte) and its postings entry; plus
-/// [`LABEL_INDEX_BYTES_PER_LABEL`] per label.
-pub(super) const SERIES_BYTES: usize =
-    std::mem::size_of::<Option<Series>>() + std::mem::size_of::<SeriesIdx>() + 1 + std::mem::size_of::<SeriesIdx>();
+/// Bytes a series holds besides its chunks (its label set and its metric's entry are shared,
+/// and counted once: [`label_set_bytes`], [`metric_entry_bytes`]), as counted against
+/// `--max-store-bytes`: its slot, its index entry (slot number and control byte), its postings
+/// entry and its entry in its label set's series.
+pub(super) const SERIES_BYTES: usize = std::mem::size_of::<Option<Series>>()
+    + std::mem::size_of::<SeriesIdx>()
+    + 1
+    + 2 * std::mem::size_of::<SeriesIdx>();
 
-/// Bytes one label of a series is counted for in the label index: its position, and a postings
-/// list of its own (map key, list, control byte). A label shared with other series shares
-/// their list and takes less (4 bytes in it); the count is an upper bound, the same at insert
-/// and removal.
-pub(super) const LABEL_INDEX_BYTES_PER_LABEL: usize =
+/// Bytes one label of a label set is counted for in the label index: its position, and a
+/// postings list of its own (map key, list, control byte). A label shared with other sets
+/// shares their list and takes less (4 bytes in it); the count is an upper bound, the same at
+/// insert and removal.
+const LABEL_INDEX_BYTES_PER_LABEL: usize =
     std::mem::size_of::<u32>() + std::mem::size_of::<u64>() + std::mem::size_of::<LabelPostings>() + 1;
 
-/// Bytes a series with `key` holds besides its key and chunks. (The value sets of labels a
-/// regex has read are not counted: at most one copy of a label's distinct values each.)
-pub(super) fn series_bytes(key: &SeriesKey) -> usize {
-    SERIES_BYTES + key.label_count() * LABEL_INDEX_BYTES_PER_LABEL
+/// Bytes a label set of `n_labels` labels whose encoding takes `encoded_len` bytes holds: the
+/// encoding, its slot and table entry, and its labels' place in the label index.
+pub(super) const fn label_set_bytes(n_labels: usize, encoded_len: usize) -> usize {
+    encoded_len
+        + std::mem::size_of::<Option<LabelSet>>()
+        + std::mem::size_of::<LabelSetIdx>()
+        + 1
+        + n_labels * LABEL_INDEX_BYTES_PER_LABEL
+}
+
+/// Bytes a metric's entry in a shard holds: its name (shared by its series there) and its
+/// postings' map entry.
+pub(super) fn metric_entry_bytes(metric_name: &str) -> usize {
+    // An `Arc<str>`'s allocation holds two counters before the text.
+    metric_name.len() + 2 * std::mem::size_of::<usize>() + std::mem::size_of::<(MetricName, MetricPostings)>() + 1
 }
 
 /// Seed of [`label_posting_hash`].
 const LABEL_POSTING_SEED: u64 = 0x6c61_6265_6c5f_6978;
 
-/// The label index's key of one label (`name`, `value`) of a series of the metric whose
-/// [`metric_name_hash`] is `metric_hash`. Two pairs may share a key (their postings merge):
-/// readers of the index check every candidate against its key, so a shared key costs time,
-/// never a wrong answer.
-fn label_posting_hash(metric_hash: u64, name: &[u8], value: &[u8]) -> u64 {
+/// The label index's key of one label (`name`, `value`) of a label set. Two pairs may share a
+/// key (their postings merge): readers of the index check every candidate against its key, so
+/// a shared key costs time, never a wrong answer.
+fn label_posting_hash(name: &[u8], value: &[u8]) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = foldhash::fast::FixedState::with_seed(LABEL_POSTING_SEED).build_hasher();
-    hasher.write_u64(metric_hash);
     hasher.write(name);
     hasher.write(value);
     hasher.finish()
 }
 
-/// The key of a (metric, label name) pair in the label index's value sets (shared keys merge
-/// sets: readers check what the values lead to, as for postings).
-fn label_name_hash(metric_hash: u64, name: &[u8]) -> u64 {
+/// The key of a label name in the label index's value sets (shared keys merge sets: readers
+/// check what the values lead to, as for postings).
+fn label_name_hash(name: &[u8]) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = foldhash::fast::FixedState::with_seed(LABEL_POSTING_SEED).build_hasher();
-    hasher.write_u64(metric_hash);
     hasher.write(name);
     hasher.write_u8(0xff);
     hasher.finish()
 }
 
-/// The hash of a metric name in the label index's keys.
-fn metric_posting_hash(metric_name: &[u8]) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = foldhash::fast::FixedState::with_seed(LABEL_POSTING_SEED).build_hasher();
-    hasher.write(metric_name);
-    hasher.finish()
+/// The label index keys of a label set's labels, in its order (read as bytes: no UTF-8 check on
+/// this path).
+fn label_posting_hashes(labels: &Labels) -> impl Iterator<Item = u64> + '_ {
+    labels.bytes_iter().map(|(name, value)| label_posting_hash(name, value))
 }
 
-/// The label index keys of `key`'s labels, in the key's label order (read as bytes: no UTF-8
-/// check on this path).
-fn label_posting_hashes(key: &SeriesKey) -> impl Iterator<Item = u64> + '_ {
-    let (metric_name, labels) = key.label_bytes();
-    let metric_hash = metric_posting_hash(metric_name);
-    labels.map(move |(name, value)| label_posting_hash(metric_hash, name, value))
-}
+/// One label's postings: the label sets that have it. Most labels that tell sets apart (a pod,
+/// a GPU) are on one or two: those lists live inline, without an allocation of their own.
+type LabelPostings = smallvec::SmallVec<[LabelSetIdx; 2]>;
 
-/// One label's postings. Most labels that tell series apart (a pod, a GPU) are on one or two
-/// series: those lists live inline, without an allocation of their own.
-type LabelPostings = smallvec::SmallVec<[SeriesIdx; 2]>;
-
-/// The distinct values of one (metric, label name) in a shard, as the key holds them (bytes of
-/// UTF-8 text, whose order is the text's), in order: a regex with literal prefixes reads only
-/// the ranges that start with them (a hash set tested every value's prefix: 7x slower over
-/// 2,000 values). Made the first time a regex reads the (metric, name) here, then kept exact:
-/// sets kept for every label cost restore +18% instructions per series, for labels no regex
-/// may ever read.
+/// The distinct values of one label name in a shard, as the sets hold them (bytes of UTF-8
+/// text, whose order is the text's), in order: a regex with literal prefixes reads only the
+/// ranges that start with them (a hash set tested every value's prefix: 7x slower over 2,000
+/// values). Made the first time a regex reads the name here, then kept exact: sets kept for
+/// every label cost restore +18% instructions per series, for labels no regex may ever read.
 type LabelValues = std::collections::BTreeSet<Box<[u8]>>;
 
 /// Value sets a shard makes at most. A query names any label it likes, and a set, once made, is
-/// kept (and costs one pass over its metric's series to make): beyond this many, a regex over a
-/// label without a set walks its metric instead.
+/// kept (and costs one pass over the shard's label sets to make): beyond this many, a regex
+/// over a label without a set walks its metric instead.
 const LABEL_VALUE_SETS_MAX: usize = 1024;
 
 /// A condition on one label by which the label index narrows a walk over a metric's series.
@@ -181,7 +181,7 @@ pub enum LabelNarrowing<'q> {
     Matching { name: &'q str, matches: &'q regex::Regex, prefixes: Option<&'q [String]> },
 }
 
-/// A series' label index keys, on the stack for up to 16 labels.
+/// A label set's label index keys, on the stack for up to 16 labels.
 type LabelHashes = smallvec::SmallVec<[u64; 16]>;
 
 /// Bytes a chunk of `class` holds, as counted against `--max-store-bytes`: its block and its
@@ -193,19 +193,52 @@ pub(super) const fn chunk_bytes(class: ChunkClass) -> usize {
 /// A series' chunks: one inline, more on the heap.
 pub(super) type SeriesChunks = smallvec::SmallVec<[Chunk; 1]>;
 
+/// Index of a label set inside its shard.
+pub(super) type LabelSetIdx = u32;
+
+/// A metric's name, shared by its postings entry and its series in the shard.
+type MetricName = std::sync::Arc<str>;
+
+/// One distinct label set of a shard, shared by the series of every metric that carries it.
+#[derive(Debug)]
+pub(super) struct LabelSet {
+    labels: Labels,
+    /// [`label_set_hash`](super::series_key::label_set_hash) of the labels.
+    hash: u64,
+    /// The series with this label set (at most one per metric), in no order. A removal fills
+    /// its place with the last entry, whose position is updated.
+    series: smallvec::SmallVec<[SeriesIdx; 4]>,
+    /// Position of this set in the label index's postings of each of its labels (in its order).
+    label_positions: Box<[u32]>,
+}
+
 #[derive(Debug)]
 pub(super) struct Series {
-    pub key: SeriesKey,
+    pub metric_name: MetricName,
     pub key_hash: u64,
-    pub kind: SeriesKind,
     /// Oldest first. Inline while the series has one chunk (most series, whatever their rate,
     /// hold one to three); retention takes chunks from the front.
     pub chunks: SeriesChunks,
+    label_set: LabelSetIdx,
+    /// Position of this series in its label set's `series`.
+    label_set_pos: u32,
     /// Position of this series in its metric's postings.
     postings_pos: u32,
-    /// Position of this series in the label index's postings of each of its labels (in the
-    /// key's label order).
-    label_positions: Box<[u32]>,
+    pub kind: SeriesKind,
+}
+
+/// The key of `series`, whose label set is in `label_sets`.
+fn key_of<'a>(label_sets: &'a [Option<LabelSet>], series: &'a Series) -> SeriesRef<'a> {
+    let set = label_sets[series.label_set as usize].as_ref().expect("a live series' label set is live");
+    SeriesRef::new(&series.metric_name, &set.labels)
+}
+
+/// The label set of a series about to be inserted: one the shard holds, or a new one (with its
+/// [`label_set_hash`](super::series_key::label_set_hash)).
+#[derive(Debug)]
+pub(super) enum NewSeriesLabels {
+    Known(LabelSetIdx),
+    New { labels: Labels, hash: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -288,16 +321,21 @@ pub(super) struct Shard {
     free_slots: Vec<SeriesIdx>,
     /// Metric name → slots of its series, so a query touches only its metric's series. A list
     /// may be empty for an instant (made while inserting a metric's first series here).
-    postings: hashbrown::HashMap<Box<str>, MetricPostings, foldhash::fast::FixedState>,
+    postings: hashbrown::HashMap<MetricName, MetricPostings, foldhash::fast::FixedState>,
     /// Tombstones in all of `postings`.
     tombstones: usize,
-    /// The label index: [`label_posting_hash`] of (metric, label name, label value) → the slots
-    /// of the series with that label, in no order. Kept exact on every insert and removal (a
-    /// removal fills its place with the list's last entry), so it needs no tombstones: a walk
-    /// copies the candidates it needs under the lock.
+    /// [`label_set_hash`](super::series_key::label_set_hash) → label set slot; equality is checked against the stored labels.
+    label_set_index: HashTable<LabelSetIdx>,
+    /// The distinct label sets of the shard's series; a set lives while a series has it.
+    label_sets: Vec<Option<LabelSet>>,
+    free_label_sets: Vec<LabelSetIdx>,
+    /// The label index: [`label_posting_hash`] of (label name, label value) → the label sets
+    /// with that label, in no order. Kept exact on every insert and removal of a set (a removal
+    /// fills its place with the list's last entry), so it needs no tombstones: a walk copies the
+    /// candidates it needs under the lock.
     label_postings: hashbrown::HashMap<u64, LabelPostings, foldhash::fast::FixedState>,
-    /// [`label_name_hash`] of (metric, label name) → the distinct values its series have here,
-    /// each with a non-empty list in `label_postings`, for the pairs a regex has read (made by
+    /// [`label_name_hash`] of a label name → the distinct values the shard's label sets have,
+    /// each with a non-empty list in `label_postings`, for the names a regex has read (made by
     /// [`Shard::index_label_values`], never dropped); kept exact with the postings. A regex
     /// matcher is tested once per value, not once per series.
     label_values: hashbrown::HashMap<u64, LabelValues, foldhash::fast::FixedState>,
@@ -314,6 +352,9 @@ impl Shard {
             free_slots: Vec::new(),
             postings: Default::default(),
             tombstones: 0,
+            label_set_index: HashTable::default(),
+            label_sets: Vec::new(),
+            free_label_sets: Vec::new(),
             label_postings: Default::default(),
             label_values: Default::default(),
             spare_chunks: SpareChunks::default(),
@@ -322,40 +363,74 @@ impl Shard {
     }
 
     /// The series with hash `key_hash` for which `is_same` holds.
-    pub fn find(&self, key_hash: u64, is_same: impl Fn(&SeriesKey) -> bool) -> Option<SeriesIdx> {
-        self.index
-            .find(key_hash, |&idx| self.slots[idx as usize].as_ref().is_some_and(|series| is_same(&series.key)))
+    pub fn find(&self, key_hash: u64, is_same: impl Fn(SeriesRef<'_>) -> bool) -> Option<SeriesIdx> {
+        let Shard { index, slots, label_sets, .. } = self;
+        index
+            .find(key_hash, |&idx| slots[idx as usize].as_ref().is_some_and(|series| is_same(key_of(label_sets, series))))
             .copied()
     }
 
-    /// Makes room for `additional` series.
+    /// The label set with hash `hash` ([`label_set_hash`](super::series_key::label_set_hash)) for which `is_same` holds.
+    pub fn find_label_set(&self, hash: u64, is_same: impl Fn(&Labels) -> bool) -> Option<LabelSetIdx> {
+        let Shard { label_set_index, label_sets, .. } = self;
+        label_set_index
+            .find(hash, |&idx| label_sets[idx as usize].as_ref().is_some_and(|set| is_same(&set.labels)))
+            .copied()
+    }
+
+    /// Makes room for `additional` series (and as many label sets).
     pub fn reserve(&mut self, additional: usize) {
         let slots = &self.slots;
         self.index.reserve(additional, |&idx| slots[idx as usize].as_ref().map_or(0, |series| series.key_hash));
         self.slots.reserve(additional);
+        let label_sets = &self.label_sets;
+        self.label_set_index.reserve(additional, |&idx| label_sets[idx as usize].as_ref().map_or(0, |set| set.hash));
+        self.label_sets.reserve(additional);
     }
 
-    /// Bytes a new series with `key` and a first chunk of `first_chunk` would take here, as
-    /// [`Shard::insert`] counts them: key, series and, unless a spare one is left, the chunk.
-    pub fn new_series_bytes(&self, key: &SeriesKey, first_chunk: ChunkClass) -> usize {
+    /// Bytes a new series of `metric_name` with a first chunk of `first_chunk` would take here,
+    /// as [`Shard::insert`] counts them: the series, its metric's entry if it is the metric's
+    /// first here, its label set if `new_label_set` (the set's label count and encoded length:
+    /// the shard does not hold it) and, unless a spare one is left, the chunk.
+    pub fn new_series_bytes(
+        &self,
+        metric_name: &str,
+        new_label_set: Option<(usize, usize)>,
+        first_chunk: ChunkClass,
+    ) -> usize {
         let first_chunk_bytes = if self.spare_chunks.has(first_chunk) { 0 } else { chunk_bytes(first_chunk) };
-        key.heap_bytes() + series_bytes(key) + first_chunk_bytes
+        let metric_bytes = if self.postings.contains_key(metric_name) { 0 } else { metric_entry_bytes(metric_name) };
+        let label_set_bytes = new_label_set.map_or(0, |(n_labels, encoded_len)| label_set_bytes(n_labels, encoded_len));
+        SERIES_BYTES + metric_bytes + label_set_bytes + first_chunk_bytes
     }
 
-    /// Adds the series of `reservation`'s key (made for [`Shard::new_series_bytes`] of it),
-    /// which the caller checked is absent, with an empty first chunk. Room is made in the slots,
-    /// the index and the postings first; then the reservation is committed and all three are
-    /// filled by steps that cannot fail.
+    /// Adds the series of `metric_name` with `labels` (reserved for [`Shard::new_series_bytes`]
+    /// of it), which the caller checked is absent, with an empty first chunk. Room is made in the
+    /// slots, the index, the postings, the label sets and the label index first; then the
+    /// reservation is committed and all are filled by steps that cannot fail.
+    #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &mut self,
         reservation: SeriesReservation<'_>,
-        metric_name: Option<&str>,
+        metric_name: &str,
+        labels: NewSeriesLabels,
         key_hash: u64,
         kind: SeriesKind,
         first_chunk: ChunkClass,
     ) -> SeriesIdx {
-        debug_assert!(self.find(key_hash, |stored| stored == reservation.key()).is_none());
-        let Shard { index, slots, free_slots, postings, spare_chunks, label_postings, label_values, .. } = self;
+        let Shard {
+            index,
+            slots,
+            free_slots,
+            postings,
+            label_set_index,
+            label_sets,
+            free_label_sets,
+            spare_chunks,
+            label_postings,
+            label_values,
+            ..
+        } = self;
         // Room first: whatever may allocate (or fail) happens before anything is visible, but
         // for a new metric's (empty) postings list.
         let free_slot = free_slots.last().copied();
@@ -364,51 +439,80 @@ impl Shard {
             slots.reserve(1);
         }
         index.reserve(1, |&other| slots[other as usize].as_ref().map_or(0, |series| series.key_hash));
-        let metric_name = metric_name.unwrap_or_else(|| reservation.key().metric_name());
-        let series_idxs = &mut postings.entry_ref(metric_name).or_insert_with(MetricPostings::default).series_idxs;
+        let (metric, metric_postings) =
+            postings.raw_entry_mut().from_key(metric_name).or_insert_with(|| (metric_name.into(), MetricPostings::default()));
+        let metric = MetricName::clone(metric);
+        let series_idxs = &mut metric_postings.series_idxs;
         series_idxs.reserve(1);
         let postings_pos = u32::try_from(series_idxs.len()).expect("series per shard fit in u32");
-        let label_hashes: LabelHashes = label_posting_hashes(reservation.key()).collect();
-        // Room in the map for a list per label; a list's own push allocates at most (and an
-        // allocation failure aborts, it does not unwind).
-        label_postings.reserve(label_hashes.len());
-        let mut label_positions = vec![0u32; label_hashes.len()].into_boxed_slice();
-        let mut chunks = SeriesChunks::new();
-        chunks.push(spare_chunks.take(first_chunk).unwrap_or_else(|| Chunk::new(first_chunk)));
-        // Then the steps that cannot fail: counts, slot, index, postings, label postings.
-        let key = reservation.commit();
-        let idx = free_slot.unwrap_or(slots.len() as SeriesIdx);
-        for (position, &hash) in label_positions.iter_mut().zip(&label_hashes) {
-            let list = label_postings.entry(hash).or_default();
-            // A list holds at most one entry per label of every series of the shard.
-            *position = list.len() as u32;
-            list.push(idx);
-        }
-        if !label_values.is_empty() {
-            // Every label is looked up, not only those whose list is new: a list that two
-            // labels' keys share must not hide the second value from its set.
-            let (metric_bytes, labels) = key.label_bytes();
-            let metric_hash = metric_posting_hash(metric_bytes);
-            for (name, value) in labels {
-                if let Some(values) = label_values.get_mut(&label_name_hash(metric_hash, name)) {
-                    if !values.contains(value) {
-                        values.insert(Box::from(value));
-                    }
+        let new_set = match labels {
+            NewSeriesLabels::Known(set_idx) => {
+                let set = label_sets[set_idx as usize].as_mut().expect("a known label set is live");
+                set.series.reserve(1);
+                Err(set_idx)
+            }
+            NewSeriesLabels::New { labels, hash } => {
+                if free_label_sets.is_empty() {
+                    LabelSetIdx::try_from(label_sets.len()).expect("label sets per shard fit in u32");
+                    label_sets.reserve(1);
                 }
-            }
-        }
-        let series = Series { key, key_hash, kind, chunks, postings_pos, label_positions };
-        let idx = match free_slot {
-            Some(idx) => {
-                free_slots.pop();
-                slots[idx as usize] = Some(series);
-                idx
-            }
-            None => {
-                slots.push(Some(series));
-                (slots.len() - 1) as SeriesIdx
+                label_set_index.reserve(1, |&other| label_sets[other as usize].as_ref().map_or(0, |set| set.hash));
+                // Room in the map for a list per label; a list's own push allocates at most (and
+                // an allocation failure aborts, it does not unwind).
+                label_postings.reserve(labels.len());
+                let label_positions = vec![0u32; labels.len()].into_boxed_slice();
+                Ok(LabelSet { labels, hash, series: smallvec::SmallVec::new(), label_positions })
             }
         };
+        let mut chunks = SeriesChunks::new();
+        chunks.push(spare_chunks.take(first_chunk).unwrap_or_else(|| Chunk::new(first_chunk)));
+        // Then the steps that cannot fail: counts, label set, slot, index, postings.
+        reservation.commit();
+        let idx = free_slot.unwrap_or(slots.len() as SeriesIdx);
+        let set_idx = match new_set {
+            Err(set_idx) => set_idx,
+            Ok(mut set) => {
+                let set_idx = free_label_sets.last().copied().unwrap_or(label_sets.len() as LabelSetIdx);
+                let hashes: LabelHashes = label_posting_hashes(&set.labels).collect();
+                for (position, &hash) in set.label_positions.iter_mut().zip(&hashes) {
+                    let list = label_postings.entry(hash).or_default();
+                    // A list holds at most one entry per label of every set of the shard.
+                    *position = list.len() as u32;
+                    list.push(set_idx);
+                }
+                if !label_values.is_empty() {
+                    // Every label is looked up, not only those whose list is new: a list that two
+                    // labels' keys share must not hide the second value from its set.
+                    for (name, value) in set.labels.bytes_iter() {
+                        if let Some(values) = label_values.get_mut(&label_name_hash(name)) {
+                            if !values.contains(value) {
+                                values.insert(Box::from(value));
+                            }
+                        }
+                    }
+                }
+                let hash = set.hash;
+                match free_label_sets.pop() {
+                    Some(free) => label_sets[free as usize] = Some(set),
+                    None => label_sets.push(Some(set)),
+                }
+                label_set_index.insert_unique(hash, set_idx, |&other| {
+                    label_sets[other as usize].as_ref().map_or(0, |set| set.hash)
+                });
+                set_idx
+            }
+        };
+        let set = label_sets[set_idx as usize].as_mut().expect("the series' label set is live");
+        let label_set_pos = set.series.len() as u32;
+        set.series.push(idx);
+        let series = Series { metric_name: metric, key_hash, chunks, label_set: set_idx, label_set_pos, postings_pos, kind };
+        match free_slot {
+            Some(free) => {
+                free_slots.pop();
+                slots[free as usize] = Some(series);
+            }
+            None => slots.push(Some(series)),
+        }
         index.insert_unique(key_hash, idx, |&other| slots[other as usize].as_ref().map_or(0, |series| series.key_hash));
         series_idxs.push(idx);
         idx
@@ -428,7 +532,6 @@ impl Shard {
         series.append(timestamp_ms, value, &mut self.spare_chunks, self.retention_ms, accounting)
     }
 
-    /// Calls `visit` for every series of `metric_name` with its window starting at `start_ms`.
     /// Calls `visit` with the live series of `metric_name` at postings positions
     /// `first_position..first_position + series_max`, each with a window over its samples
     /// stamped in `start_ms..=end_ms`, until `visit` breaks.
@@ -438,16 +541,15 @@ impl Shard {
         first_position: usize,
         series_max: usize,
         (start_ms, end_ms): (i64, i64),
-        visit: &mut impl FnMut(&SeriesKey, SeriesWindow<'_>) -> ControlFlow<B>,
+        visit: &mut impl FnMut(SeriesRef<'_>, SeriesWindow<'_>) -> ControlFlow<B>,
     ) -> RunEnd<B> {
         let Some(postings) = self.postings.get(metric_name) else { return RunEnd::Done };
         let series_idxs = &postings.series_idxs;
         let end_position = first_position.saturating_add(series_max).min(series_idxs.len());
         for &idx in series_idxs.get(first_position..end_position).unwrap_or_default() {
             let Some(series) = self.slots.get(idx as usize).and_then(Option::as_ref) else { continue };
-            if let ControlFlow::Break(stop) =
-                visit(&series.key, SeriesWindow::new(series.kind, &series.chunks, start_ms, end_ms))
-            {
+            let key = key_of(&self.label_sets, series);
+            if let ControlFlow::Break(stop) = visit(key, SeriesWindow::new(series.kind, &series.chunks, start_ms, end_ms)) {
                 return RunEnd::Stopped(stop);
             }
         }
@@ -458,28 +560,42 @@ impl Shard {
         }
     }
 
-    /// Panics unless the label index lists exactly the live series' labels, each at the
-    /// position the series records (for tests).
+    /// Panics unless the label sets and the label index are exact: every live series in its
+    /// set's list at the position it records, every live set in the table and in the postings
+    /// of each of its labels at the positions it records, no set without a series, no stale
+    /// entry (for tests).
     #[cfg(test)]
     pub fn check_label_index(&self) {
-        let mut entries = 0;
         for (idx, series) in self.slots.iter().enumerate() {
             let Some(series) = series else { continue };
-            for (hash, &position) in label_posting_hashes(&series.key).zip(series.label_positions.iter()) {
-                let list = self.label_postings.get(&hash).expect("a live series' label is indexed");
-                assert_eq!(list.get(position as usize), Some(&(idx as SeriesIdx)), "series {idx} at its position");
+            let set = self.label_sets[series.label_set as usize].as_ref().expect("a live series' set is live");
+            assert_eq!(set.series.get(series.label_set_pos as usize), Some(&(idx as SeriesIdx)), "series {idx} in its set");
+        }
+        let mut entries = 0;
+        let mut sets = 0;
+        for (set_idx, set) in self.label_sets.iter().enumerate() {
+            let Some(set) = set else { continue };
+            sets += 1;
+            assert!(!set.series.is_empty(), "no label set without a series");
+            for &idx in &set.series {
+                let series = self.slots[idx as usize].as_ref().expect("a set lists live series");
+                assert_eq!(series.label_set as usize, set_idx, "a set lists its own series");
+            }
+            assert_eq!(self.find_label_set(set.hash, |labels| *labels == set.labels), Some(set_idx as LabelSetIdx));
+            for (hash, &position) in label_posting_hashes(&set.labels).zip(set.label_positions.iter()) {
+                let list = self.label_postings.get(&hash).expect("a live set's label is indexed");
+                assert_eq!(list.get(position as usize), Some(&(set_idx as LabelSetIdx)), "set {set_idx} at its position");
                 entries += 1;
             }
         }
+        assert_eq!(self.label_set_index.len(), sets, "one table entry per live set");
         assert_eq!(self.label_postings.values().map(|list| list.len()).sum::<usize>(), entries, "no stale entry");
         assert!(self.label_postings.values().all(|list| !list.is_empty()), "no empty list kept");
-        // The value sets made (a regex read their pair) hold exactly the live series' values.
+        // The value sets made (a regex read their name) hold exactly the live sets' values.
         let mut live_values = std::collections::BTreeSet::new();
-        for series in self.slots.iter().flatten() {
-            let (metric_bytes, labels) = series.key.label_bytes();
-            let metric_hash = metric_posting_hash(metric_bytes);
-            for (name, value) in labels {
-                let name_hash = label_name_hash(metric_hash, name);
+        for set in self.label_sets.iter().flatten() {
+            for (name, value) in set.labels.bytes_iter() {
+                let name_hash = label_name_hash(name);
                 if let Some(values) = self.label_values.get(&name_hash) {
                     assert!(values.contains(value), "a live value is in its set");
                     live_values.insert((name_hash, value.to_owned()));
@@ -499,19 +615,31 @@ impl Shard {
         self.postings.get(metric_name).map_or(0, |postings| postings.series_idxs.len())
     }
 
-    /// Calls `visit` with the live series in slots `first_slot..first_slot + slot_count`;
-    /// returns the next slot, or `None` past the end.
-    pub fn visit_slots(&self, first_slot: usize, slot_count: usize, visit: &mut impl FnMut(&Series)) -> Option<usize> {
+    /// Label sets held (for tests).
+    #[cfg(test)]
+    pub fn label_set_count(&self) -> usize {
+        self.label_set_index.len()
+    }
+
+    /// Calls `visit` with the live series in slots `first_slot..first_slot + slot_count` and
+    /// their keys; returns the next slot, or `None` past the end.
+    pub fn visit_slots(
+        &self,
+        first_slot: usize,
+        slot_count: usize,
+        visit: &mut impl FnMut(SeriesRef<'_>, &Series),
+    ) -> Option<usize> {
         let end_slot = first_slot.saturating_add(slot_count).min(self.slots.len());
-        self.slots.get(first_slot..end_slot).into_iter().flatten().flatten().for_each(visit);
+        for series in self.slots.get(first_slot..end_slot).into_iter().flatten().flatten() {
+            visit(key_of(&self.label_sets, series), series);
+        }
         (end_slot < self.slots.len()).then_some(end_slot)
     }
 
     /// Drops chunks whose newest sample is older than `cutoff_ms`, and the series left with no
-    /// chunk. Returns the number of series removed.
-    /// Looks at the slots `first_slot..first_slot + slot_count` only, so that the caller can
-    /// release the shard's lock between ranges; returns `(series removed, next slot)`, where the
-    /// next slot is `None` past the end. Each chunk and each series is taken out completely
+    /// chunk. Looks at the slots `first_slot..first_slot + slot_count` only, so that the caller
+    /// can release the shard's lock between ranges; returns `(series removed, next slot)`, where
+    /// the next slot is `None` past the end. Each chunk and each series is taken out completely
     /// (structures and counts) before the next is looked at. `compact`: no query is walking the
     /// shard, so postings may shift (tombstones are removed); otherwise removed series leave
     /// tombstones.
@@ -522,29 +650,30 @@ impl Shard {
         slot_count: usize,
         compact: bool,
         accounting: &Accounting,
-        on_removed: &mut impl FnMut(&SeriesKey),
+        on_removed: &mut impl FnMut(SeriesRef<'_>),
     ) -> (usize, Option<usize>) {
         if compact && self.tombstones > 0 {
-            self.compact_postings();
+            self.compact_postings(accounting);
         }
         let mut series_removed = 0;
         let end_slot = first_slot.saturating_add(slot_count).min(self.slots.len());
         for idx in first_slot..end_slot {
-            let Some(series) = self.slots[idx].as_mut() else { continue };
+            let Shard { slots, label_sets, spare_chunks, .. } = self;
+            let Some(series) = slots[idx].as_mut() else { continue };
             while series
                 .chunks
                 .first()
                 .is_some_and(|chunk| chunk.last_timestamp_ms().is_none_or(|last| last < cutoff_ms))
             {
                 let chunk = series.chunks.remove(0);
-                if let Some(freed) = self.spare_chunks.keep(chunk) {
+                if let Some(freed) = spare_chunks.keep(chunk) {
                     accounting.release_bytes(chunk_bytes(freed.class()));
                 }
             }
             if !series.chunks.is_empty() {
                 continue;
             }
-            on_removed(&series.key);
+            on_removed(key_of(label_sets, series));
             self.remove_series(idx as SeriesIdx, compact, accounting);
             series_removed += 1;
         }
@@ -558,59 +687,58 @@ impl Shard {
         metric_name: &str,
         candidates: &[SeriesIdx],
         (start_ms, end_ms): (i64, i64),
-        visit: &mut impl FnMut(&SeriesKey, SeriesWindow<'_>) -> ControlFlow<B>,
+        visit: &mut impl FnMut(SeriesRef<'_>, SeriesWindow<'_>) -> ControlFlow<B>,
     ) -> ControlFlow<B> {
         for &idx in candidates {
             let Some(series) = self.slots.get(idx as usize).and_then(Option::as_ref) else { continue };
             // The slot may have been given to another metric's series since the candidates
             // were read.
-            if !series.key.has_metric_name(metric_name) {
+            if *series.metric_name != *metric_name {
                 continue;
             }
-            visit(&series.key, SeriesWindow::new(series.kind, &series.chunks, start_ms, end_ms))?;
+            let key = key_of(&self.label_sets, series);
+            visit(key, SeriesWindow::new(series.kind, &series.chunks, start_ms, end_ms))?;
         }
         ControlFlow::Continue(())
     }
 
     /// The slots that may hold the series of `metric_name` that meet every one of
-    /// `narrowings`, sorted and without repeats: the smallest of the narrowings' candidate
-    /// sets, or `None` when the metric's own postings are not longer (then a walk of the metric
-    /// costs no more). Empty when a narrowing matches no series of the metric here.
+    /// `narrowings`, sorted and without repeats: the series of `metric_name` among the label
+    /// sets of the smallest of the narrowings' sets of label sets, or `None` when the metric's
+    /// own postings are not longer (then a walk of the metric costs no more). Empty when a
+    /// narrowing matches no label set here.
     ///
-    /// An equality's set is its label's postings. A regex's set is the union of the postings of
+    /// An equality's sets are its label's postings. A regex's are the union of the postings of
     /// the values it accepts, its regex tested once per distinct value; it is tested only when
-    /// the metric's values of that label are fewer than the smallest set found so far (visiting
+    /// the shard's values of that label are fewer than the smallest set found so far (visiting
     /// a few candidates costs less than testing many values).
     pub fn label_candidates(&self, metric_name: &str, narrowings: &[LabelNarrowing<'_>]) -> Option<Vec<SeriesIdx>> {
-        let metric_hash = metric_posting_hash(metric_name.as_bytes());
-        let metric_series = self.postings.get(metric_name).map_or(0, |postings| postings.series_idxs.len());
-        let mut smallest: Option<Vec<SeriesIdx>> = None;
-        let mut smallest_len = metric_series;
+        let (metric, postings) = self.postings.get_key_value(metric_name)?;
+        let mut smallest: Option<std::borrow::Cow<'_, [LabelSetIdx]>> = None;
+        let mut smallest_len = postings.series_idxs.len();
         // Equalities first: one lookup each.
         for narrowing in narrowings {
             let LabelNarrowing::Equal { name, value } = *narrowing else { continue };
-            let hash = label_posting_hash(metric_hash, name.as_bytes(), value.as_bytes());
+            let hash = label_posting_hash(name.as_bytes(), value.as_bytes());
             let Some(list) = self.label_postings.get(&hash) else { return Some(Vec::new()) };
             if list.len() < smallest_len {
                 smallest_len = list.len();
-                smallest = Some(list.to_vec());
+                smallest = Some(std::borrow::Cow::Borrowed(&list[..]));
             }
         }
         for narrowing in narrowings {
             let LabelNarrowing::Matching { name, matches, prefixes } = *narrowing else { continue };
             // Not made (the store makes it before it asks, unless the shard has its most): this
             // regex does not narrow.
-            let Some(values) = self.label_values.get(&label_name_hash(metric_hash, name.as_bytes())) else {
-                continue;
-            };
+            let Some(values) = self.label_values.get(&label_name_hash(name.as_bytes())) else { continue };
             if prefixes.is_none() && values.len() >= smallest_len {
                 continue;
             }
             let mut union = Vec::new();
             let mut add_if_accepted = |value: &[u8]| {
-                // Keys hold UTF-8 (built from `str`).
+                // Label sets hold UTF-8 (built from `str`).
                 if std::str::from_utf8(value).is_ok_and(|value| matches.is_match(value)) {
-                    let hash = label_posting_hash(metric_hash, name.as_bytes(), value);
+                    let hash = label_posting_hash(name.as_bytes(), value);
                     union.extend(self.label_postings.get(&hash).into_iter().flatten());
                 }
             };
@@ -630,51 +758,47 @@ impl Shard {
             }
             if union.len() < smallest_len {
                 smallest_len = union.len();
-                smallest = Some(union);
+                smallest = Some(std::borrow::Cow::Owned(union));
             }
         }
-        let mut candidates = smallest?;
+        // The metric's series among the sets: each set has at most one per metric.
+        let mut candidates: Vec<SeriesIdx> = Vec::with_capacity(smallest_len);
+        for &set_idx in smallest?.iter() {
+            let Some(set) = self.label_sets.get(set_idx as usize).and_then(Option::as_ref) else { continue };
+            candidates.extend(set.series.iter().copied().filter(|&idx| {
+                self.slots[idx as usize].as_ref().is_some_and(|series| MetricName::ptr_eq(&series.metric_name, metric))
+            }));
+        }
         candidates.sort_unstable();
         candidates.dedup();
         Some(candidates)
     }
 
-    /// Whether a regex of `narrowings` reads a (metric, label) whose value set is not made here
-    /// and may still be (fewer than [`LABEL_VALUE_SETS_MAX`] are).
-    pub fn lacks_label_values(&self, metric_name: &str, narrowings: &[LabelNarrowing<'_>]) -> bool {
+    /// Whether a regex of `narrowings` reads a label name whose value set is not made here and
+    /// may still be (fewer than [`LABEL_VALUE_SETS_MAX`] are).
+    pub fn lacks_label_values(&self, narrowings: &[LabelNarrowing<'_>]) -> bool {
         if self.label_values.len() >= LABEL_VALUE_SETS_MAX {
             return false;
         }
-        let metric_hash = metric_posting_hash(metric_name.as_bytes());
         narrowings.iter().any(|narrowing| match narrowing {
-            LabelNarrowing::Matching { name, .. } => {
-                !self.label_values.contains_key(&label_name_hash(metric_hash, name.as_bytes()))
-            }
+            LabelNarrowing::Matching { name, .. } => !self.label_values.contains_key(&label_name_hash(name.as_bytes())),
             LabelNarrowing::Equal { .. } => false,
         })
     }
 
-    /// Makes the value sets of `metric_name`'s labels that a regex of `narrowings` reads, from
-    /// the metric's series here (once per pair: later inserts and removals keep them exact).
-    pub fn index_label_values(&mut self, metric_name: &str, narrowings: &[LabelNarrowing<'_>]) {
-        let metric_hash = metric_posting_hash(metric_name.as_bytes());
-        let Shard { slots, postings, label_values, .. } = self;
+    /// Makes the value sets of the label names a regex of `narrowings` reads, from the shard's
+    /// label sets (once per name: later inserts and removals keep them exact).
+    pub fn index_label_values(&mut self, narrowings: &[LabelNarrowing<'_>]) {
+        let Shard { label_sets, label_values, .. } = self;
         for narrowing in narrowings {
             let LabelNarrowing::Matching { name, .. } = *narrowing else { continue };
-            let name_hash = label_name_hash(metric_hash, name.as_bytes());
+            let name_hash = label_name_hash(name.as_bytes());
             if label_values.contains_key(&name_hash) || label_values.len() >= LABEL_VALUE_SETS_MAX {
                 continue;
             }
             let mut values = LabelValues::default();
-            let series_idxs = postings.get(metric_name).map(|postings| &postings.series_idxs[..]).unwrap_or_default();
-            for &idx in series_idxs {
-                // Tombstones, and slots given to another metric's series since.
-                let Some(series) = slots.get(idx as usize).and_then(Option::as_ref) else { continue };
-                let (series_metric, mut labels) = series.key.label_bytes();
-                if series_metric != metric_name.as_bytes() {
-                    continue;
-                }
-                if let Some((_, value)) = labels.find(|(label_name, _)| *label_name == name.as_bytes()) {
+            for set in label_sets.iter().flatten() {
+                if let Some((_, value)) = set.labels.bytes_iter().find(|(label_name, _)| *label_name == name.as_bytes()) {
                     if !values.contains(value) {
                         values.insert(Box::from(value));
                     }
@@ -684,55 +808,73 @@ impl Shard {
         }
     }
 
-    /// Takes `idx`'s entries out of the label index: each is filled by its list's last entry,
-    /// whose position is updated.
-    fn unindex_labels(&mut self, idx: SeriesIdx) {
-        let Shard { slots, label_postings, label_values, .. } = self;
-        let series = slots[idx as usize].as_ref().expect("a live series");
-        let hashes: LabelHashes = label_posting_hashes(&series.key).collect();
+    /// Takes label set `set_idx` (whose last series is gone) out of the label index, the table
+    /// and its slot, and gives back what it was counted for. Each of its postings entries is
+    /// filled by its list's last entry, whose position is updated.
+    fn remove_label_set(&mut self, set_idx: LabelSetIdx, accounting: &Accounting) {
+        let Shard { label_sets, label_postings, label_values, label_set_index, free_label_sets, .. } = self;
+        let set = label_sets[set_idx as usize].as_ref().expect("a live label set");
+        debug_assert!(set.series.is_empty());
+        let hashes: LabelHashes = label_posting_hashes(&set.labels).collect();
         for (label_idx, &hash) in hashes.iter().enumerate() {
-            let position = slots[idx as usize].as_ref().expect("a live series").label_positions[label_idx] as usize;
+            let position = label_sets[set_idx as usize].as_ref().expect("a live set").label_positions[label_idx] as usize;
             let Some(list) = label_postings.get_mut(&hash) else { continue };
-            debug_assert_eq!(list.get(position), Some(&idx));
+            debug_assert_eq!(list.get(position), Some(&set_idx));
             let last_position = list.len() - 1;
             list.swap_remove(position);
             if let Some(&moved) = list.get(position) {
                 // The moved entry was at `last_position` in this list: find which of its labels.
-                let moved_series = slots[moved as usize].as_mut().expect("the label index lists live series");
-                let moved_label = label_posting_hashes(&moved_series.key)
-                    .zip(moved_series.label_positions.iter())
+                let moved_set = label_sets[moved as usize].as_mut().expect("the label index lists live sets");
+                let moved_label = label_posting_hashes(&moved_set.labels)
+                    .zip(moved_set.label_positions.iter())
                     .position(|(moved_hash, &moved_position)| {
                         moved_hash == hash && moved_position as usize == last_position
                     })
                     .expect("an entry of the label index has its position");
-                moved_series.label_positions[moved_label] = position as u32;
+                moved_set.label_positions[moved_label] = position as u32;
             } else if list.is_empty() {
                 label_postings.remove(&hash);
-                // The last series with this value here: the value leaves its set, if it has one.
-                let key = &slots[idx as usize].as_ref().expect("a live series").key;
-                let (metric_bytes, mut labels) = key.label_bytes();
-                let (name, value) = labels.nth(label_idx).expect("the series has this label");
-                let name_hash = label_name_hash(metric_posting_hash(metric_bytes), name);
-                if let Some(values) = label_values.get_mut(&name_hash) {
+                // The last set with this value here: the value leaves its set, if it has one.
+                let labels = &label_sets[set_idx as usize].as_ref().expect("a live set").labels;
+                let (name, value) = labels.bytes_iter().nth(label_idx).expect("the set has this label");
+                if let Some(values) = label_values.get_mut(&label_name_hash(name)) {
                     values.remove(value);
                 }
             }
         }
+        let hash = label_sets[set_idx as usize].as_ref().expect("a live set").hash;
+        if let Ok(entry) = label_set_index.find_entry(hash, |&other| other == set_idx) {
+            entry.remove();
+        }
+        let set = label_sets[set_idx as usize].take().expect("a live label set");
+        free_label_sets.push(set_idx);
+        accounting.release_bytes(label_set_bytes(set.labels.len(), set.labels.heap_bytes()));
     }
 
-    /// Takes a live series out of the index, its postings and its slot, and gives back what it
-    /// was counted for. `compact` (no walk under way, and no tombstone left): its postings entry
-    /// is filled by the list's last one; otherwise it becomes a tombstone, so that positions do
-    /// not shift under a walk.
+    /// Takes a live series out of its label set (and the set out of the shard, if it was its
+    /// last series), the index, its postings and its slot, and gives back what it was counted
+    /// for. `compact` (no walk under way, and no tombstone left): its postings entry is filled
+    /// by the list's last one; otherwise it becomes a tombstone, so that positions do not shift
+    /// under a walk.
     fn remove_series(&mut self, idx: SeriesIdx, compact: bool, accounting: &Accounting) {
-        self.unindex_labels(idx);
         let series = self.slots[idx as usize].as_ref().expect("a live series");
         let (key_hash, postings_pos) = (series.key_hash, series.postings_pos as usize);
+        let (set_idx, set_pos) = (series.label_set, series.label_set_pos as usize);
+        let set = self.label_sets[set_idx as usize].as_mut().expect("a live series' set is live");
+        debug_assert_eq!(set.series.get(set_pos), Some(&idx));
+        set.series.swap_remove(set_pos);
+        let (moved, emptied) = (set.series.get(set_pos).copied(), set.series.is_empty());
+        if let Some(moved) = moved {
+            self.slots[moved as usize].as_mut().expect("a set lists live series").label_set_pos = set_pos as u32;
+        } else if emptied {
+            self.remove_label_set(set_idx, accounting);
+        }
         if let Ok(entry) = self.index.find_entry(key_hash, |&other| other == idx) {
             entry.remove();
         }
-        let metric_name = series.key.metric_name();
-        if let Some(postings) = self.postings.get_mut(metric_name) {
+        let series = self.slots[idx as usize].as_ref().expect("a live series");
+        let metric_name = MetricName::clone(&series.metric_name);
+        if let Some(postings) = self.postings.get_mut(&*metric_name) {
             debug_assert_eq!(postings.series_idxs.get(postings_pos), Some(&idx));
             if compact {
                 debug_assert_eq!(postings.tombstones, 0, "compacted before the first removal");
@@ -743,7 +885,8 @@ impl Shard {
                             postings_pos as u32
                     }
                     None if postings.series_idxs.is_empty() => {
-                        self.postings.remove(metric_name);
+                        self.postings.remove(&*metric_name);
+                        accounting.release_bytes(metric_entry_bytes(&metric_name));
                     }
                     None => {}
                 }
@@ -753,16 +896,16 @@ impl Shard {
                 self.tombstones += 1;
             }
         }
-        let series = self.slots[idx as usize].take().expect("a live series");
+        self.slots[idx as usize] = None;
         self.free_slots.push(idx);
-        accounting.release_series(series.key.metric_name(), series.key.heap_bytes() + series_bytes(&series.key));
+        accounting.release_series(&metric_name, SERIES_BYTES);
     }
 
     /// Removes every tombstone (no query is walking the shard), and renumbers the positions of
-    /// the series that moved.
-    fn compact_postings(&mut self) {
+    /// the series that moved; a metric left without series here leaves the shard.
+    fn compact_postings(&mut self, accounting: &Accounting) {
         let slots = &mut self.slots;
-        self.postings.retain(|_, postings| {
+        self.postings.retain(|metric_name, postings| {
             if postings.tombstones > 0 {
                 postings.series_idxs.retain(|&idx| idx != TOMBSTONE);
                 postings.tombstones = 0;
@@ -770,7 +913,11 @@ impl Shard {
                     slots[idx as usize].as_mut().expect("postings list live series").postings_pos = position as u32;
                 }
             }
-            !postings.series_idxs.is_empty()
+            let keep = !postings.series_idxs.is_empty();
+            if !keep {
+                accounting.release_bytes(metric_entry_bytes(metric_name));
+            }
+            keep
         });
         self.tombstones = 0;
     }
@@ -782,11 +929,13 @@ impl Shard {
         let mut bytes = self.spare_chunks.bytes();
         for live in self.slots.iter().flatten() {
             series += 1;
-            bytes += live.key.heap_bytes()
-                + series_bytes(&live.key)
-                + live.chunks.iter().map(|chunk| chunk_bytes(chunk.class())).sum::<usize>();
+            bytes += SERIES_BYTES + live.chunks.iter().map(|chunk| chunk_bytes(chunk.class())).sum::<usize>();
+        }
+        for set in self.label_sets.iter().flatten() {
+            bytes += label_set_bytes(set.labels.len(), set.labels.heap_bytes());
         }
         for (metric_name, postings) in self.postings.iter() {
+            bytes += metric_entry_bytes(metric_name);
             let live = postings.series_idxs.len() - postings.tombstones;
             if live > 0 {
                 *series_by_metric.entry(metric_name.to_string()).or_default() += live;

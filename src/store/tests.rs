@@ -90,7 +90,7 @@ proptest! {
 }
 
 /// Calls `visit` for every series of `metric_name` with all its samples from `start_ms` on.
-fn each_series(store: &Store, metric_name: &str, start_ms: i64, mut visit: impl FnMut(&SeriesKey, SeriesWindow<'_>)) {
+fn each_series(store: &Store, metric_name: &str, start_ms: i64, mut visit: impl FnMut(SeriesRef<'_>, SeriesWindow<'_>)) {
     let walked: std::ops::ControlFlow<()> = store.visit_metric(metric_name, start_ms, i64::MAX, |key, window| {
         visit(key, window);
         std::ops::ControlFlow::Continue(())
@@ -440,7 +440,7 @@ fn matching(store: &Store, metric: &str, conditions: &[Condition], indexed: bool
             }
         })
         .collect();
-    let meets = |key: &SeriesKey| {
+    let meets = |key: SeriesRef<'_>| {
         conditions.iter().zip(&regexes).all(|(condition, regex)| match *condition {
             Condition::Equal(name, value) => key.label_value(name) == Some(value),
             Condition::Regex(name, _) => key.label_value(name).is_some_and(|value| regex.is_match(value)),
@@ -450,7 +450,7 @@ fn matching(store: &Store, metric: &str, conditions: &[Condition], indexed: bool
     let index_narrowings = if indexed { &narrowings[..] } else { &[] };
     let walked: ControlFlow<()> = store.visit_metric_with_labels(metric, index_narrowings, 0, i64::MAX, |key, _| {
         if meets(key) {
-            found.push(key.clone());
+            found.push(key.to_owned());
         }
         ControlFlow::Continue(())
     });
@@ -676,5 +676,55 @@ fn a_full_small_chunk_does_not_grow_into_a_sample_beyond_its_offsets() {
     let far_ms = 1_000 + 50 * 24 * 3_600 * 1_000;
     assert_eq!(append(far_ms), 1);
     assert_eq!(chunk_classes(&store, "gap"), [ChunkClass::Small, ChunkClass::Full]);
+    assert_counts_in_step(&store);
+}
+
+/// One GPU's key of `metric`: the labels every DCGM gauge of that GPU carries.
+fn gpu_key(metric: &str, gpu: u32) -> SeriesKey {
+    SeriesKey::new(metric, vec![LabelPair::new("UUID", format!("GPU-{gpu}")), LabelPair::new("Hostname", "node-1")])
+}
+
+#[test]
+fn the_series_of_one_label_set_share_it_until_the_last_of_them_goes() {
+    let store = Store::new(config(1_000));
+    let mut samples: Vec<(SeriesKey, i64, f64)> =
+        ["util", "fb_used", "copy", "power"].into_iter().map(|metric| (gpu_key(metric, 0), 1_000, 1.0)).collect();
+    samples.push((gpu_key("util", 1), 1_000, 1.0));
+    store.append(batch(samples), 1_000);
+    // One set per GPU, whatever the number of its metrics: they are in one shard.
+    assert_eq!((store.series_count(), store.label_set_count()), (5, 2));
+    store.check_label_index();
+    assert_counts_in_step(&store);
+
+    // Only "power" goes on: retention takes the other series, and GPU 1's set with its last one.
+    store.append(batch([(gpu_key("power", 0), 100_000, 2.0)]), 100_000);
+    store.drop_expired(100_000);
+    assert_eq!((store.series_count(), store.label_set_count()), (1, 1));
+    store.check_label_index();
+    assert_counts_in_step(&store);
+    let narrowing = [LabelNarrowing::Equal { name: "UUID", value: "GPU-0" }];
+    let mut found = Vec::new();
+    let walked: ControlFlow<()> = store.visit_metric_with_labels("power", &narrowing, 0, i64::MAX, |key, window| {
+        found.push((key.to_owned(), window.value(WindowOp::LastOne)));
+        ControlFlow::Continue(())
+    });
+    assert!(walked.is_continue());
+    assert_eq!(found, [(gpu_key("power", 0), Some(2.0))]);
+    let gone = [LabelNarrowing::Equal { name: "UUID", value: "GPU-1" }];
+    let walked: ControlFlow<()> =
+        store.visit_metric_with_labels("util", &gone, 0, i64::MAX, |_, _| ControlFlow::Break(()));
+    assert!(walked.is_continue(), "GPU 1's series are gone from the index");
+
+    // A new metric of the kept set, pushed or restored, takes the set the shard holds.
+    store.append(batch([(gpu_key("temperature", 0), 100_000, 3.0)]), 100_000);
+    let restored = store.restore_series(gpu_key("clock", 0), SeriesKind::Gauge, &[(100_000, 4.0)]);
+    assert_eq!(restored, RestoreOutcome::Restored { samples: 1 });
+    assert_eq!((store.series_count(), store.label_set_count()), (3, 1));
+    store.check_label_index();
+    assert_counts_in_step(&store);
+
+    store.drop_expired(1_000_000);
+    assert_eq!((store.series_count(), store.label_set_count()), (0, 0));
+    store.check_label_index();
     assert_counts_in_step(&store);
 }

@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use super::parser::{Aggregation, MetricQuery};
-use crate::store::{LabelNarrowing, SeriesKey, Store, WindowOp};
+use crate::store::{LabelNarrowing, SeriesRef, Store, WindowOp};
 
 /// Series visited between two looks at the clock.
 const SERIES_PER_CLOCK_CHECK: usize = 256;
@@ -84,7 +84,7 @@ impl Accumulator {
 }
 
 /// Whether every matcher of `query` accepts the series.
-pub fn series_matches(query: &MetricQuery, key: &SeriesKey) -> bool {
+pub fn series_matches(query: &MetricQuery, key: SeriesRef<'_>) -> bool {
     query.matchers.iter().all(|matcher| matcher.matches(key.label_value(&matcher.label_name)))
 }
 

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::query::parser::{LabelMatcher, MatchKind};
-use crate::store::{BatchSample, LabelPair, SampleBatch, SeriesKind, StoreConfig};
+use crate::store::{BatchSample, LabelPair, SampleBatch, SeriesKey, SeriesKind, StoreConfig};
 
 const NOW_MS: i64 = 1_000_000;
 
