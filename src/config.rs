@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::query::QueryLimits;
-use crate::store::StoreConfig;
+use crate::store::{StoreConfig, LABEL_STRING_BYTES_MAX};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid configuration: --{flag}: {problem}")]
@@ -389,6 +389,15 @@ fn positive(flag: &'static str, value: usize) -> Result<usize, ConfigError> {
     Ok(value)
 }
 
+/// A positive value a stored label set can hold: its strings' lengths and its label count are
+/// 16 bits ([`LABEL_STRING_BYTES_MAX`]).
+fn within_label_set(flag: &'static str, value: usize) -> Result<usize, ConfigError> {
+    if value > LABEL_STRING_BYTES_MAX {
+        return Err(ConfigError { flag, problem: format!("must be at most {LABEL_STRING_BYTES_MAX}") });
+    }
+    positive(flag, value)
+}
+
 impl ServeArgs {
     /// Checks every value and builds the [`Config`].
     pub fn validate(&self) -> Result<Config, ConfigError> {
@@ -534,9 +543,9 @@ impl ServeArgs {
             retention_ms,
             request_bytes_max: self.max_request_bytes,
             series_count_max: positive("max-series", self.max_series)?,
-            labels_per_series_max: positive("max-labels-per-series", self.max_labels_per_series)?,
-            label_name_bytes_max: positive("max-label-name-bytes", self.max_label_name_bytes)?,
-            label_value_bytes_max: positive("max-label-value-bytes", self.max_label_value_bytes)?,
+            labels_per_series_max: within_label_set("max-labels-per-series", self.max_labels_per_series)?,
+            label_name_bytes_max: within_label_set("max-label-name-bytes", self.max_label_name_bytes)?,
+            label_value_bytes_max: within_label_set("max-label-value-bytes", self.max_label_value_bytes)?,
             metric_name_bytes_max: positive("max-metric-name-bytes", self.max_metric_name_bytes)?,
             future_skew_ms_max: duration_ms("max-future-skew", self.max_future_skew)?,
             streams_max,
@@ -633,6 +642,11 @@ mod tests {
         assert_eq!(parse(&["--scaler-threads", "0"]).unwrap().scaler_thread_count, 0);
         assert_eq!(parse(&["--scaler-threads", "65"]).unwrap_err().flag, "scaler-threads");
         assert_eq!(parse(&["--scaler-threads", "4"]).unwrap().scaler_thread_count, 4);
+        // A stored label set's lengths are 16 bits.
+        assert_eq!(parse(&["--max-label-value-bytes", "65536"]).unwrap_err().flag, "max-label-value-bytes");
+        assert_eq!(parse(&["--max-label-name-bytes", "70000"]).unwrap_err().flag, "max-label-name-bytes");
+        assert_eq!(parse(&["--max-labels-per-series", "65536"]).unwrap_err().flag, "max-labels-per-series");
+        assert_eq!(parse(&["--max-label-value-bytes", "65535"]).unwrap().label_value_bytes_max, 65_535);
         // The scaler port always has room for every stream KEDA may open plus its calls.
         let config = parse(&["--max-streams", "10", "--max-concurrent-streams", "500"]).unwrap();
         assert_eq!(config.connection_limits.scaler_concurrent_streams_max, 500);

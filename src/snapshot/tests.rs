@@ -326,6 +326,11 @@ fn series_key_encodings_round_trip_and_bad_ones_are_named() {
     assert_eq!(SeriesKey::from_encoded(&unsorted.encoded()), Err(E::LabelsNotCanonical));
     assert_eq!(SeriesKey::from_encoded(&[0xff; 3]), Err(E::Truncated));
     assert_eq!(SeriesKey::from_encoded(&[1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]), Err(E::Truncated));
+    // A label string longer than a stored label set's 16-bit lengths.
+    let long = [&[1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 0][..], b"ma", &[b'v'; 65_536]].concat();
+    assert_eq!(SeriesKey::from_encoded(&long), Err(E::TooLong));
+    let longest = [&[1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0xff, 0xff, 0, 0][..], b"ma", &[b'v'; 65_535]].concat();
+    assert_eq!(SeriesKey::from_encoded(&longest).unwrap().label_value("a").map(str::len), Some(65_535));
 }
 
 fn series_strategy() -> impl Strategy<Value = SeriesSpec> {

@@ -33,7 +33,7 @@ pub use chunk::{ChunkSlice, CHUNK_CAPACITY};
 pub use series_key::{
     combine_series_hash, label_hash, label_set_hash, metric_name_hash, needs_normalization, normalize_metric_name,
     series_hash, sort_and_dedup_keep_last, KeyDecodeError, LabelPair, LabelRef, LabelSetHash, Labels, SeriesKey,
-    SeriesRef, LABEL_SET_BITS,
+    SeriesRef, LABEL_SET_BITS, LABEL_STRING_BYTES_MAX,
 };
 pub use window::{SeriesKind, SeriesWindow, WindowOp};
 

@@ -17,9 +17,16 @@ const SERIES_HASH_SEED: u64 = 0x6f74_656c_7363_616c;
 const METRIC_HASH_SEED: u64 = 0x6d65_7472_6963_5f6e;
 
 /// Bytes of a label set's header: its label count.
-const LABELS_HEADER_BYTES: usize = 4;
+const LABELS_HEADER_BYTES: usize = 2;
 /// Bytes per label in the header: name length and value length.
-const LABEL_HEADER_BYTES: usize = 8;
+const LABEL_HEADER_BYTES: usize = 4;
+/// Bytes per label in a key's encoding (snapshots): name length and value length, 32 bits each.
+const ENCODED_LABEL_HEADER_BYTES: usize = 8;
+
+/// The longest label name or value, and the most labels, a label set holds (its lengths are 16
+/// bits). The configuration keeps its limits within it (`--max-label-name-bytes`,
+/// `--max-label-value-bytes`, `--max-labels-per-series`).
+pub const LABEL_STRING_BYTES_MAX: usize = u16::MAX as usize;
 
 /// Normalizes a metric name the way Kedify's OTel add-on does: `.` and `/` become `_`.
 /// Everything else, `:` included (`vllm:num_requests_waiting`), is kept.
@@ -162,18 +169,25 @@ pub enum KeyDecodeError {
     LabelsNotCanonical,
     #[error("bytes after the last label")]
     TrailingBytes,
+    #[error("a label string or the label count is over 65,535")]
+    TooLong,
 }
 
-fn read_u32(bytes: &[u8], offset: usize) -> usize {
-    u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("four header bytes")) as usize
+fn read_u16(bytes: &[u8], offset: usize) -> usize {
+    u16::from_le_bytes(bytes[offset..offset + 2].try_into().expect("two header bytes")) as usize
+}
+
+fn len_u16(len: usize) -> [u8; 2] {
+    u16::try_from(len).expect("label strings and counts are limited to 64 KiB (LABEL_STRING_BYTES_MAX)").to_le_bytes()
 }
 
 fn len_u32(len: usize) -> [u8; 4] {
     u32::try_from(len).expect("label strings are limited far below 4 GiB").to_le_bytes()
 }
 
-/// A label set, sorted by name and unique, in one allocation: `[n_labels u32][(name_len u32,
-/// value_len u32) × n][name value]…`, little-endian. A shard holds each distinct label set once,
+/// A label set, sorted by name and unique, in one allocation: `[n_labels u16][(name_len u16,
+/// value_len u16) × n][name value]…`, little-endian (strings and counts are at most
+/// [`LABEL_STRING_BYTES_MAX`]). A shard holds each distinct label set once,
 /// whatever number of metrics' series carry it (a GPU's DCGM gauges, a pod's vLLM metrics).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Labels {
@@ -209,13 +223,13 @@ impl Labels {
         let strings_start = LABELS_HEADER_BYTES + n_labels * LABEL_HEADER_BYTES;
         let blob_len = strings_start + strings_len;
         let mut blob = vec![0u8; blob_len].into_boxed_slice();
-        blob[0..LABELS_HEADER_BYTES].copy_from_slice(&len_u32(n_labels));
+        blob[0..LABELS_HEADER_BYTES].copy_from_slice(&len_u16(n_labels));
         let mut header = LABELS_HEADER_BYTES;
         let mut offset = strings_start;
         for label in labels {
             assert!(header < strings_start, "more labels than the {n_labels} given");
-            blob[header..header + 4].copy_from_slice(&len_u32(label.name.len()));
-            blob[header + 4..header + LABEL_HEADER_BYTES].copy_from_slice(&len_u32(label.value.len()));
+            blob[header..header + 2].copy_from_slice(&len_u16(label.name.len()));
+            blob[header + 2..header + LABEL_HEADER_BYTES].copy_from_slice(&len_u16(label.value.len()));
             header += LABEL_HEADER_BYTES;
             for text in [label.name, label.value] {
                 blob[offset..offset + text.len()].copy_from_slice(text.as_bytes());
@@ -227,7 +241,7 @@ impl Labels {
     }
 
     pub fn len(&self) -> usize {
-        read_u32(&self.blob, 0)
+        read_u16(&self.blob, 0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -245,7 +259,7 @@ impl Labels {
         let mut offset = self.strings_start();
         (0..self.len()).map(move |label_idx| {
             let header = LABELS_HEADER_BYTES + label_idx * LABEL_HEADER_BYTES;
-            let (name_len, value_len) = (read_u32(blob, header), read_u32(blob, header + 4));
+            let (name_len, value_len) = (read_u16(blob, header), read_u16(blob, header + 2));
             let name = &blob[offset..offset + name_len];
             let value = &blob[offset + name_len..offset + name_len + value_len];
             offset += name_len + value_len;
@@ -300,42 +314,51 @@ impl Labels {
         self.blob.len()
     }
 
-    /// Checks a label set encoding from outside the process: lengths within the bytes, strings
-    /// UTF-8, names sorted and unique, nothing after the last label.
-    fn from_encoded(bytes: Box<[u8]>) -> Result<Labels, KeyDecodeError> {
-        let u32_at = |offset: usize| -> Result<usize, KeyDecodeError> {
-            let word = bytes.get(offset..offset + 4).ok_or(KeyDecodeError::Truncated)?;
-            Ok(u32::from_le_bytes(word.try_into().expect("four bytes")) as usize)
-        };
-        let n_labels = u32_at(0)?;
-        let strings_start = n_labels
-            .checked_mul(LABEL_HEADER_BYTES)
-            .and_then(|n| n.checked_add(LABELS_HEADER_BYTES))
-            .ok_or(KeyDecodeError::Truncated)?;
-        if strings_start > bytes.len() {
-            return Err(KeyDecodeError::Truncated);
+    /// Checks the label part of a key's encoding from outside the process and builds the set:
+    /// `headers` holds `(name_len u32, value_len u32)` per label and `strings` their names and
+    /// values; lengths within the bytes and within [`LABEL_STRING_BYTES_MAX`], strings UTF-8,
+    /// names sorted and unique, nothing after the last label.
+    fn from_key_encoding(headers: &[u8], strings: &[u8]) -> Result<Labels, KeyDecodeError> {
+        let n_labels = headers.len() / ENCODED_LABEL_HEADER_BYTES;
+        if n_labels > LABEL_STRING_BYTES_MAX {
+            return Err(KeyDecodeError::TooLong);
         }
-        let mut offset = strings_start;
-        let mut take = |len: usize| -> Result<&str, KeyDecodeError> {
-            let end = offset.checked_add(len).ok_or(KeyDecodeError::Truncated)?;
-            let text = bytes.get(offset..end).ok_or(KeyDecodeError::Truncated)?;
-            offset = end;
-            std::str::from_utf8(text).map_err(|_| KeyDecodeError::NotUtf8)
-        };
+        let strings_start = LABELS_HEADER_BYTES + n_labels * LABEL_HEADER_BYTES;
+        let mut blob = Vec::with_capacity(strings_start + strings.len());
+        blob.extend_from_slice(&len_u16(n_labels));
+        let mut offset = 0;
         let mut previous_name: Option<&str> = None;
-        for label_idx in 0..n_labels {
-            let header = LABELS_HEADER_BYTES + label_idx * LABEL_HEADER_BYTES;
-            let name = take(u32_at(header)?)?;
-            take(u32_at(header + 4)?)?;
+        for header in headers.chunks_exact(ENCODED_LABEL_HEADER_BYTES) {
+            let mut take = || -> Result<(&str, usize), KeyDecodeError> {
+                let len = u32::from_le_bytes(header[..4].try_into().expect("four bytes")) as usize;
+                if len > LABEL_STRING_BYTES_MAX {
+                    return Err(KeyDecodeError::TooLong);
+                }
+                let end = offset + len;
+                let text = strings.get(offset..end).ok_or(KeyDecodeError::Truncated)?;
+                offset = end;
+                Ok((std::str::from_utf8(text).map_err(|_| KeyDecodeError::NotUtf8)?, len))
+            };
+            let (name, name_len) = take()?;
+            let value_len = u32::from_le_bytes(header[4..].try_into().expect("four bytes")) as usize;
+            if value_len > LABEL_STRING_BYTES_MAX {
+                return Err(KeyDecodeError::TooLong);
+            }
+            let value = strings.get(offset..offset + value_len).ok_or(KeyDecodeError::Truncated)?;
+            std::str::from_utf8(value).map_err(|_| KeyDecodeError::NotUtf8)?;
+            offset += value_len;
             if previous_name.is_some_and(|previous| previous >= name) {
                 return Err(KeyDecodeError::LabelsNotCanonical);
             }
             previous_name = Some(name);
+            blob.extend_from_slice(&len_u16(name_len));
+            blob.extend_from_slice(&len_u16(value_len));
         }
-        if offset != bytes.len() {
+        if offset != strings.len() {
             return Err(KeyDecodeError::TrailingBytes);
         }
-        Ok(Labels { blob: bytes })
+        blob.extend_from_slice(strings);
+        Ok(Labels { blob: blob.into_boxed_slice() })
     }
 }
 
@@ -444,7 +467,7 @@ impl SeriesKey {
         let metric_len = word(0)?;
         let n_labels = word(4)?;
         let label_headers_end = n_labels
-            .checked_mul(LABEL_HEADER_BYTES)
+            .checked_mul(ENCODED_LABEL_HEADER_BYTES)
             .and_then(|n| n.checked_add(KEY_HEADER_BYTES))
             .ok_or(KeyDecodeError::Truncated)?;
         let metric_end = label_headers_end.checked_add(metric_len).ok_or(KeyDecodeError::Truncated)?;
@@ -453,11 +476,8 @@ impl SeriesKey {
         if metric_name.is_empty() {
             return Err(KeyDecodeError::EmptyMetricName);
         }
-        // The label set's encoding is the key's without the metric name and its length.
-        let mut labels = Vec::with_capacity(bytes.len() - KEY_HEADER_BYTES + LABELS_HEADER_BYTES - metric_len);
-        labels.extend_from_slice(&bytes[4..label_headers_end]);
-        labels.extend_from_slice(&bytes[metric_end..]);
-        Ok(SeriesKey { metric_name: metric_name.into(), labels: Labels::from_encoded(labels.into_boxed_slice())? })
+        let labels = Labels::from_key_encoding(&bytes[KEY_HEADER_BYTES..label_headers_end], &bytes[metric_end..])?;
+        Ok(SeriesKey { metric_name: metric_name.into(), labels })
     }
 }
 
@@ -550,7 +570,10 @@ impl<'a> SeriesRef<'a> {
 
     /// Bytes of [`SeriesRef::write_encoded`]'s encoding.
     pub fn encoded_len(self) -> usize {
-        KEY_HEADER_BYTES - LABELS_HEADER_BYTES + self.metric_name.len() + self.labels.heap_bytes()
+        KEY_HEADER_BYTES
+            + self.labels.len() * ENCODED_LABEL_HEADER_BYTES
+            + self.metric_name.len()
+            + self.labels.string_bytes()
     }
 
     /// Appends the key's encoding to `out`: `[metric_len u32][n_labels u32][(name_len u32,
@@ -558,11 +581,16 @@ impl<'a> SeriesRef<'a> {
     /// little-endian. Snapshots store it; [`SeriesKey::from_encoded`] reads it back.
     pub fn write_encoded(self, out: &mut Vec<u8>) {
         let blob = &self.labels.blob[..];
-        let strings_start = self.labels.strings_start();
+        let n_labels = self.labels.len();
         out.extend_from_slice(&len_u32(self.metric_name.len()));
-        out.extend_from_slice(&blob[..strings_start]);
+        out.extend_from_slice(&len_u32(n_labels));
+        for label_idx in 0..n_labels {
+            let header = LABELS_HEADER_BYTES + label_idx * LABEL_HEADER_BYTES;
+            out.extend_from_slice(&len_u32(read_u16(blob, header)));
+            out.extend_from_slice(&len_u32(read_u16(blob, header + 2)));
+        }
         out.extend_from_slice(self.metric_name.as_bytes());
-        out.extend_from_slice(&blob[strings_start..]);
+        out.extend_from_slice(&blob[self.labels.strings_start()..]);
     }
 }
 

@@ -80,6 +80,32 @@ struct MetricPostings {
     tombstones: usize,
 }
 
+/// Index of a metric inside its shard.
+type MetricIdx = u32;
+
+/// A metric with series in the shard: its name (held once for all of them) and their postings.
+#[derive(Debug)]
+struct Metric {
+    name: Box<str>,
+    postings: MetricPostings,
+}
+
+/// The hash of a metric name in a shard's table of metrics.
+fn metric_table_hash(metric_name: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = foldhash::fast::FixedState::with_seed(LABEL_POSTING_SEED).build_hasher();
+    hasher.write(metric_name.as_bytes());
+    hasher.write_u8(0xfe);
+    hasher.finish()
+}
+
+/// The hash a series is filed under in its shard's index, from the low half of its series hash
+/// (the half a series keeps: the high half, its label set's, picked the shard): multiplied by an
+/// odd constant so that its high bits, which pick the control byte, are mixed too.
+fn index_hash(key_hash_low: u32) -> u64 {
+    u64::from(key_hash_low).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 /// Where a run of a metric walk ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum RunEnd<B> {
@@ -94,10 +120,8 @@ pub(super) enum RunEnd<B> {
 /// and counted once: [`label_set_bytes`], [`metric_entry_bytes`]), as counted against
 /// `--max-store-bytes`: its slot, its index entry (slot number and control byte), its postings
 /// entry and its entry in its label set's series.
-pub(super) const SERIES_BYTES: usize = std::mem::size_of::<Option<Series>>()
-    + std::mem::size_of::<SeriesIdx>()
-    + 1
-    + 2 * std::mem::size_of::<SeriesIdx>();
+pub(super) const SERIES_BYTES: usize =
+    std::mem::size_of::<Option<Series>>() + std::mem::size_of::<SeriesIdx>() + 1 + 2 * std::mem::size_of::<SeriesIdx>();
 
 /// Bytes one label of a label set is counted for in the label index: its position, and a
 /// postings list of its own (map key, list, control byte). A label shared with other sets
@@ -116,11 +140,10 @@ pub(super) const fn label_set_bytes(n_labels: usize, encoded_len: usize) -> usiz
         + n_labels * LABEL_INDEX_BYTES_PER_LABEL
 }
 
-/// Bytes a metric's entry in a shard holds: its name (shared by its series there) and its
-/// postings' map entry.
+/// Bytes a metric's entry in a shard holds: its name (shared by its series there), its slot and
+/// its table entry.
 pub(super) fn metric_entry_bytes(metric_name: &str) -> usize {
-    // An `Arc<str>`'s allocation holds two counters before the text.
-    metric_name.len() + 2 * std::mem::size_of::<usize>() + std::mem::size_of::<(MetricName, MetricPostings)>() + 1
+    metric_name.len() + std::mem::size_of::<Option<Metric>>() + std::mem::size_of::<MetricIdx>() + 1
 }
 
 /// Seed of [`label_posting_hash`].
@@ -196,9 +219,6 @@ pub(super) type SeriesChunks = smallvec::SmallVec<[Chunk; 1]>;
 /// Index of a label set inside its shard.
 pub(super) type LabelSetIdx = u32;
 
-/// A metric's name, shared by its postings entry and its series in the shard.
-type MetricName = std::sync::Arc<str>;
-
 /// One distinct label set of a shard, shared by the series of every metric that carries it.
 #[derive(Debug)]
 pub(super) struct LabelSet {
@@ -214,8 +234,9 @@ pub(super) struct LabelSet {
 
 #[derive(Debug)]
 pub(super) struct Series {
-    pub metric_name: MetricName,
-    pub key_hash: u64,
+    metric: MetricIdx,
+    /// The low half of the series hash ([`index_hash`]).
+    key_hash_low: u32,
     /// Oldest first. Inline while the series has one chunk (most series, whatever their rate,
     /// hold one to three); retention takes chunks from the front.
     pub chunks: SeriesChunks,
@@ -227,10 +248,11 @@ pub(super) struct Series {
     pub kind: SeriesKind,
 }
 
-/// The key of `series`, whose label set is in `label_sets`.
-fn key_of<'a>(label_sets: &'a [Option<LabelSet>], series: &'a Series) -> SeriesRef<'a> {
+/// The key of `series`, whose metric is in `metrics` and label set in `label_sets`.
+fn key_of<'a>(metrics: &'a [Option<Metric>], label_sets: &'a [Option<LabelSet>], series: &'a Series) -> SeriesRef<'a> {
+    let metric = metrics[series.metric as usize].as_ref().expect("a live series' metric is live");
     let set = label_sets[series.label_set as usize].as_ref().expect("a live series' label set is live");
-    SeriesRef::new(&series.metric_name, &set.labels)
+    SeriesRef::new(&metric.name, &set.labels)
 }
 
 /// The label set of a series about to be inserted: one the shard holds, or a new one (with its
@@ -253,6 +275,11 @@ pub(super) enum AppendResult {
 }
 
 impl Series {
+    /// The hash the series is filed under in its shard's index.
+    fn index_hash(&self) -> u64 {
+        index_hash(self.key_hash_low)
+    }
+
     pub fn last_timestamp_ms(&self) -> Option<i64> {
         self.chunks.last().and_then(Chunk::last_timestamp_ms)
     }
@@ -319,10 +346,14 @@ pub(super) struct Shard {
     index: HashTable<SeriesIdx>,
     slots: Vec<Option<Series>>,
     free_slots: Vec<SeriesIdx>,
-    /// Metric name → slots of its series, so a query touches only its metric's series. A list
-    /// may be empty for an instant (made while inserting a metric's first series here).
-    postings: hashbrown::HashMap<MetricName, MetricPostings, foldhash::fast::FixedState>,
-    /// Tombstones in all of `postings`.
+    /// The metrics with series here, each with the slots of its series (its postings), so a
+    /// query touches only its metric's series. A metric's postings may be empty for an instant
+    /// (made while inserting its first series here).
+    metrics: Vec<Option<Metric>>,
+    free_metrics: Vec<MetricIdx>,
+    /// [`metric_table_hash`] → metric slot; equality is checked against the stored name.
+    metric_index: HashTable<MetricIdx>,
+    /// Tombstones in all metrics' postings.
     tombstones: usize,
     /// [`label_set_hash`](super::series_key::label_set_hash) → label set slot; equality is checked against the stored labels.
     label_set_index: HashTable<LabelSetIdx>,
@@ -350,7 +381,9 @@ impl Shard {
             index: HashTable::default(),
             slots: Vec::new(),
             free_slots: Vec::new(),
-            postings: Default::default(),
+            metrics: Vec::new(),
+            free_metrics: Vec::new(),
+            metric_index: HashTable::default(),
             tombstones: 0,
             label_set_index: HashTable::default(),
             label_sets: Vec::new(),
@@ -364,10 +397,26 @@ impl Shard {
 
     /// The series with hash `key_hash` for which `is_same` holds.
     pub fn find(&self, key_hash: u64, is_same: impl Fn(SeriesRef<'_>) -> bool) -> Option<SeriesIdx> {
-        let Shard { index, slots, label_sets, .. } = self;
+        let Shard { index, slots, metrics, label_sets, .. } = self;
         index
-            .find(key_hash, |&idx| slots[idx as usize].as_ref().is_some_and(|series| is_same(key_of(label_sets, series))))
+            .find(index_hash(key_hash as u32), |&idx| {
+                slots[idx as usize].as_ref().is_some_and(|series| is_same(key_of(metrics, label_sets, series)))
+            })
             .copied()
+    }
+
+    /// The metric named `metric_name`, if it has series here.
+    fn metric_idx(&self, metric_name: &str) -> Option<MetricIdx> {
+        let Shard { metric_index, metrics, .. } = self;
+        metric_index
+            .find(metric_table_hash(metric_name), |&idx| {
+                metrics[idx as usize].as_ref().is_some_and(|metric| *metric.name == *metric_name)
+            })
+            .copied()
+    }
+
+    fn metric(&self, metric_name: &str) -> Option<&Metric> {
+        self.metric_idx(metric_name).and_then(|idx| self.metrics[idx as usize].as_ref())
     }
 
     /// The label set with hash `hash` ([`label_set_hash`](super::series_key::label_set_hash)) for which `is_same` holds.
@@ -381,7 +430,7 @@ impl Shard {
     /// Makes room for `additional` series (and as many label sets).
     pub fn reserve(&mut self, additional: usize) {
         let slots = &self.slots;
-        self.index.reserve(additional, |&idx| slots[idx as usize].as_ref().map_or(0, |series| series.key_hash));
+        self.index.reserve(additional, |&idx| slots[idx as usize].as_ref().map_or(0, Series::index_hash));
         self.slots.reserve(additional);
         let label_sets = &self.label_sets;
         self.label_set_index.reserve(additional, |&idx| label_sets[idx as usize].as_ref().map_or(0, |set| set.hash));
@@ -399,7 +448,7 @@ impl Shard {
         first_chunk: ChunkClass,
     ) -> usize {
         let first_chunk_bytes = if self.spare_chunks.has(first_chunk) { 0 } else { chunk_bytes(first_chunk) };
-        let metric_bytes = if self.postings.contains_key(metric_name) { 0 } else { metric_entry_bytes(metric_name) };
+        let metric_bytes = if self.metric_idx(metric_name).is_some() { 0 } else { metric_entry_bytes(metric_name) };
         let label_set_bytes = new_label_set.map_or(0, |(n_labels, encoded_len)| label_set_bytes(n_labels, encoded_len));
         SERIES_BYTES + metric_bytes + label_set_bytes + first_chunk_bytes
     }
@@ -418,11 +467,14 @@ impl Shard {
         kind: SeriesKind,
         first_chunk: ChunkClass,
     ) -> SeriesIdx {
+        let metric_idx = self.metric_idx(metric_name);
         let Shard {
             index,
             slots,
             free_slots,
-            postings,
+            metrics,
+            free_metrics,
+            metric_index,
             label_set_index,
             label_sets,
             free_label_sets,
@@ -438,11 +490,29 @@ impl Shard {
             SeriesIdx::try_from(slots.len()).expect("series per shard fit in u32");
             slots.reserve(1);
         }
-        index.reserve(1, |&other| slots[other as usize].as_ref().map_or(0, |series| series.key_hash));
-        let (metric, metric_postings) =
-            postings.raw_entry_mut().from_key(metric_name).or_insert_with(|| (metric_name.into(), MetricPostings::default()));
-        let metric = MetricName::clone(metric);
-        let series_idxs = &mut metric_postings.series_idxs;
+        index.reserve(1, |&other| slots[other as usize].as_ref().map_or(0, Series::index_hash));
+        let metric_idx = match metric_idx {
+            Some(metric_idx) => metric_idx,
+            None => {
+                let metric = Metric { name: metric_name.into(), postings: MetricPostings::default() };
+                let metric_idx = match free_metrics.pop() {
+                    Some(free) => {
+                        metrics[free as usize] = Some(metric);
+                        free
+                    }
+                    None => {
+                        metrics.push(Some(metric));
+                        MetricIdx::try_from(metrics.len() - 1).expect("metrics per shard fit in u32")
+                    }
+                };
+                metric_index.insert_unique(metric_table_hash(metric_name), metric_idx, |&other| {
+                    metrics[other as usize].as_ref().map_or(0, |metric| metric_table_hash(&metric.name))
+                });
+                metric_idx
+            }
+        };
+        let series_idxs =
+            &mut metrics[metric_idx as usize].as_mut().expect("the series' metric is live").postings.series_idxs;
         series_idxs.reserve(1);
         let postings_pos = u32::try_from(series_idxs.len()).expect("series per shard fit in u32");
         let new_set = match labels {
@@ -505,7 +575,9 @@ impl Shard {
         let set = label_sets[set_idx as usize].as_mut().expect("the series' label set is live");
         let label_set_pos = set.series.len() as u32;
         set.series.push(idx);
-        let series = Series { metric_name: metric, key_hash, chunks, label_set: set_idx, label_set_pos, postings_pos, kind };
+        let key_hash_low = key_hash as u32;
+        let series =
+            Series { metric: metric_idx, key_hash_low, chunks, label_set: set_idx, label_set_pos, postings_pos, kind };
         match free_slot {
             Some(free) => {
                 free_slots.pop();
@@ -513,7 +585,9 @@ impl Shard {
             }
             None => slots.push(Some(series)),
         }
-        index.insert_unique(key_hash, idx, |&other| slots[other as usize].as_ref().map_or(0, |series| series.key_hash));
+        index.insert_unique(index_hash(key_hash_low), idx, |&other| {
+            slots[other as usize].as_ref().map_or(0, Series::index_hash)
+        });
         series_idxs.push(idx);
         idx
     }
@@ -543,13 +617,15 @@ impl Shard {
         (start_ms, end_ms): (i64, i64),
         visit: &mut impl FnMut(SeriesRef<'_>, SeriesWindow<'_>) -> ControlFlow<B>,
     ) -> RunEnd<B> {
-        let Some(postings) = self.postings.get(metric_name) else { return RunEnd::Done };
-        let series_idxs = &postings.series_idxs;
+        let Some(metric) = self.metric(metric_name) else { return RunEnd::Done };
+        let series_idxs = &metric.postings.series_idxs;
         let end_position = first_position.saturating_add(series_max).min(series_idxs.len());
         for &idx in series_idxs.get(first_position..end_position).unwrap_or_default() {
             let Some(series) = self.slots.get(idx as usize).and_then(Option::as_ref) else { continue };
-            let key = key_of(&self.label_sets, series);
-            if let ControlFlow::Break(stop) = visit(key, SeriesWindow::new(series.kind, &series.chunks, start_ms, end_ms)) {
+            let key = key_of(&self.metrics, &self.label_sets, series);
+            if let ControlFlow::Break(stop) =
+                visit(key, SeriesWindow::new(series.kind, &series.chunks, start_ms, end_ms))
+            {
                 return RunEnd::Stopped(stop);
             }
         }
@@ -568,8 +644,25 @@ impl Shard {
     pub fn check_label_index(&self) {
         for (idx, series) in self.slots.iter().enumerate() {
             let Some(series) = series else { continue };
+            let metric = self.metrics[series.metric as usize].as_ref().expect("a live series' metric is live");
+            assert_eq!(
+                metric.postings.series_idxs.get(series.postings_pos as usize),
+                Some(&(idx as SeriesIdx)),
+                "series {idx} in its metric's postings"
+            );
+            assert_eq!(self.metric_idx(&metric.name), Some(series.metric), "the metric is in the table");
+            assert_eq!(
+                self.find(u64::from(series.key_hash_low), |key| key.metric_name() == &*metric.name
+                    && key.label_set() == &self.label_sets[series.label_set as usize].as_ref().expect("live").labels),
+                Some(idx as SeriesIdx),
+                "series {idx} is in the index"
+            );
             let set = self.label_sets[series.label_set as usize].as_ref().expect("a live series' set is live");
-            assert_eq!(set.series.get(series.label_set_pos as usize), Some(&(idx as SeriesIdx)), "series {idx} in its set");
+            assert_eq!(
+                set.series.get(series.label_set_pos as usize),
+                Some(&(idx as SeriesIdx)),
+                "series {idx} in its set"
+            );
         }
         let mut entries = 0;
         let mut sets = 0;
@@ -584,11 +677,16 @@ impl Shard {
             assert_eq!(self.find_label_set(set.hash, |labels| *labels == set.labels), Some(set_idx as LabelSetIdx));
             for (hash, &position) in label_posting_hashes(&set.labels).zip(set.label_positions.iter()) {
                 let list = self.label_postings.get(&hash).expect("a live set's label is indexed");
-                assert_eq!(list.get(position as usize), Some(&(set_idx as LabelSetIdx)), "set {set_idx} at its position");
+                assert_eq!(
+                    list.get(position as usize),
+                    Some(&(set_idx as LabelSetIdx)),
+                    "set {set_idx} at its position"
+                );
                 entries += 1;
             }
         }
         assert_eq!(self.label_set_index.len(), sets, "one table entry per live set");
+        assert_eq!(self.metric_index.len(), self.metrics.iter().flatten().count(), "one table entry per live metric");
         assert_eq!(self.label_postings.values().map(|list| list.len()).sum::<usize>(), entries, "no stale entry");
         assert!(self.label_postings.values().all(|list| !list.is_empty()), "no empty list kept");
         // The value sets made (a regex read their name) hold exactly the live sets' values.
@@ -612,7 +710,7 @@ impl Shard {
     /// Postings of `metric_name` in this shard, tombstones included (for tests).
     #[cfg(test)]
     pub fn metric_postings_len(&self, metric_name: &str) -> usize {
-        self.postings.get(metric_name).map_or(0, |postings| postings.series_idxs.len())
+        self.metric(metric_name).map_or(0, |metric| metric.postings.series_idxs.len())
     }
 
     /// Label sets held (for tests).
@@ -631,7 +729,7 @@ impl Shard {
     ) -> Option<usize> {
         let end_slot = first_slot.saturating_add(slot_count).min(self.slots.len());
         for series in self.slots.get(first_slot..end_slot).into_iter().flatten().flatten() {
-            visit(key_of(&self.label_sets, series), series);
+            visit(key_of(&self.metrics, &self.label_sets, series), series);
         }
         (end_slot < self.slots.len()).then_some(end_slot)
     }
@@ -658,7 +756,7 @@ impl Shard {
         let mut series_removed = 0;
         let end_slot = first_slot.saturating_add(slot_count).min(self.slots.len());
         for idx in first_slot..end_slot {
-            let Shard { slots, label_sets, spare_chunks, .. } = self;
+            let Shard { slots, metrics, label_sets, spare_chunks, .. } = self;
             let Some(series) = slots[idx].as_mut() else { continue };
             while series
                 .chunks
@@ -673,7 +771,7 @@ impl Shard {
             if !series.chunks.is_empty() {
                 continue;
             }
-            on_removed(key_of(label_sets, series));
+            on_removed(key_of(metrics, label_sets, series));
             self.remove_series(idx as SeriesIdx, compact, accounting);
             series_removed += 1;
         }
@@ -689,14 +787,17 @@ impl Shard {
         (start_ms, end_ms): (i64, i64),
         visit: &mut impl FnMut(SeriesRef<'_>, SeriesWindow<'_>) -> ControlFlow<B>,
     ) -> ControlFlow<B> {
+        // Looked up again for each run: the metric may have left the shard (and its slot been
+        // given to another) since the candidates were read.
+        let Some(metric) = self.metric_idx(metric_name) else { return ControlFlow::Continue(()) };
         for &idx in candidates {
             let Some(series) = self.slots.get(idx as usize).and_then(Option::as_ref) else { continue };
             // The slot may have been given to another metric's series since the candidates
             // were read.
-            if *series.metric_name != *metric_name {
+            if series.metric != metric {
                 continue;
             }
-            let key = key_of(&self.label_sets, series);
+            let key = key_of(&self.metrics, &self.label_sets, series);
             visit(key, SeriesWindow::new(series.kind, &series.chunks, start_ms, end_ms))?;
         }
         ControlFlow::Continue(())
@@ -713,7 +814,8 @@ impl Shard {
     /// the shard's values of that label are fewer than the smallest set found so far (visiting
     /// a few candidates costs less than testing many values).
     pub fn label_candidates(&self, metric_name: &str, narrowings: &[LabelNarrowing<'_>]) -> Option<Vec<SeriesIdx>> {
-        let (metric, postings) = self.postings.get_key_value(metric_name)?;
+        let metric = self.metric_idx(metric_name)?;
+        let postings = &self.metrics[metric as usize].as_ref().expect("a metric in the table is live").postings;
         let mut smallest: Option<std::borrow::Cow<'_, [LabelSetIdx]>> = None;
         let mut smallest_len = postings.series_idxs.len();
         // Equalities first: one lookup each.
@@ -765,9 +867,12 @@ impl Shard {
         let mut candidates: Vec<SeriesIdx> = Vec::with_capacity(smallest_len);
         for &set_idx in smallest?.iter() {
             let Some(set) = self.label_sets.get(set_idx as usize).and_then(Option::as_ref) else { continue };
-            candidates.extend(set.series.iter().copied().filter(|&idx| {
-                self.slots[idx as usize].as_ref().is_some_and(|series| MetricName::ptr_eq(&series.metric_name, metric))
-            }));
+            candidates.extend(
+                set.series
+                    .iter()
+                    .copied()
+                    .filter(|&idx| self.slots[idx as usize].as_ref().is_some_and(|series| series.metric == metric)),
+            );
         }
         candidates.sort_unstable();
         candidates.dedup();
@@ -798,7 +903,8 @@ impl Shard {
             }
             let mut values = LabelValues::default();
             for set in label_sets.iter().flatten() {
-                if let Some((_, value)) = set.labels.bytes_iter().find(|(label_name, _)| *label_name == name.as_bytes()) {
+                if let Some((_, value)) = set.labels.bytes_iter().find(|(label_name, _)| *label_name == name.as_bytes())
+                {
                     if !values.contains(value) {
                         values.insert(Box::from(value));
                     }
@@ -817,7 +923,8 @@ impl Shard {
         debug_assert!(set.series.is_empty());
         let hashes: LabelHashes = label_posting_hashes(&set.labels).collect();
         for (label_idx, &hash) in hashes.iter().enumerate() {
-            let position = label_sets[set_idx as usize].as_ref().expect("a live set").label_positions[label_idx] as usize;
+            let position =
+                label_sets[set_idx as usize].as_ref().expect("a live set").label_positions[label_idx] as usize;
             let Some(list) = label_postings.get_mut(&hash) else { continue };
             debug_assert_eq!(list.get(position), Some(&set_idx));
             let last_position = list.len() - 1;
@@ -858,8 +965,8 @@ impl Shard {
     /// under a walk.
     fn remove_series(&mut self, idx: SeriesIdx, compact: bool, accounting: &Accounting) {
         let series = self.slots[idx as usize].as_ref().expect("a live series");
-        let (key_hash, postings_pos) = (series.key_hash, series.postings_pos as usize);
-        let (set_idx, set_pos) = (series.label_set, series.label_set_pos as usize);
+        let (index_hash, postings_pos) = (series.index_hash(), series.postings_pos as usize);
+        let (set_idx, set_pos, metric_idx) = (series.label_set, series.label_set_pos as usize, series.metric);
         let set = self.label_sets[set_idx as usize].as_mut().expect("a live series' set is live");
         debug_assert_eq!(set.series.get(set_pos), Some(&idx));
         set.series.swap_remove(set_pos);
@@ -869,43 +976,57 @@ impl Shard {
         } else if emptied {
             self.remove_label_set(set_idx, accounting);
         }
-        if let Ok(entry) = self.index.find_entry(key_hash, |&other| other == idx) {
+        if let Ok(entry) = self.index.find_entry(index_hash, |&other| other == idx) {
             entry.remove();
         }
-        let series = self.slots[idx as usize].as_ref().expect("a live series");
-        let metric_name = MetricName::clone(&series.metric_name);
-        if let Some(postings) = self.postings.get_mut(&*metric_name) {
-            debug_assert_eq!(postings.series_idxs.get(postings_pos), Some(&idx));
-            if compact {
-                debug_assert_eq!(postings.tombstones, 0, "compacted before the first removal");
-                postings.series_idxs.swap_remove(postings_pos);
-                match postings.series_idxs.get(postings_pos) {
-                    Some(&moved) => {
-                        self.slots[moved as usize].as_mut().expect("postings list live series").postings_pos =
-                            postings_pos as u32
-                    }
-                    None if postings.series_idxs.is_empty() => {
-                        self.postings.remove(&*metric_name);
-                        accounting.release_bytes(metric_entry_bytes(&metric_name));
-                    }
-                    None => {}
+        let Shard { slots, metrics, tombstones, .. } = self;
+        let metric = metrics[metric_idx as usize].as_mut().expect("a live series' metric is live");
+        let postings = &mut metric.postings;
+        debug_assert_eq!(postings.series_idxs.get(postings_pos), Some(&idx));
+        let mut metric_emptied = false;
+        if compact {
+            debug_assert_eq!(postings.tombstones, 0, "compacted before the first removal");
+            postings.series_idxs.swap_remove(postings_pos);
+            match postings.series_idxs.get(postings_pos) {
+                Some(&moved) => {
+                    slots[moved as usize].as_mut().expect("postings list live series").postings_pos =
+                        postings_pos as u32
                 }
-            } else {
-                postings.series_idxs[postings_pos] = TOMBSTONE;
-                postings.tombstones += 1;
-                self.tombstones += 1;
+                None => metric_emptied = postings.series_idxs.is_empty(),
             }
+        } else {
+            postings.series_idxs[postings_pos] = TOMBSTONE;
+            postings.tombstones += 1;
+            *tombstones += 1;
         }
-        self.slots[idx as usize] = None;
+        slots[idx as usize] = None;
         self.free_slots.push(idx);
-        accounting.release_series(&metric_name, SERIES_BYTES);
+        accounting.release_series(&metric.name, SERIES_BYTES);
+        if metric_emptied {
+            self.remove_metric(metric_idx, accounting);
+        }
+    }
+
+    /// Takes a metric left without series (or tombstones) out of the table and its slot, and
+    /// gives back what it was counted for.
+    fn remove_metric(&mut self, metric_idx: MetricIdx, accounting: &Accounting) {
+        let metric = self.metrics[metric_idx as usize].take().expect("a live metric");
+        debug_assert!(metric.postings.series_idxs.is_empty());
+        if let Ok(entry) = self.metric_index.find_entry(metric_table_hash(&metric.name), |&other| other == metric_idx) {
+            entry.remove();
+        }
+        self.free_metrics.push(metric_idx);
+        accounting.release_bytes(metric_entry_bytes(&metric.name));
     }
 
     /// Removes every tombstone (no query is walking the shard), and renumbers the positions of
     /// the series that moved; a metric left without series here leaves the shard.
     fn compact_postings(&mut self, accounting: &Accounting) {
-        let slots = &mut self.slots;
-        self.postings.retain(|metric_name, postings| {
+        let mut emptied = Vec::new();
+        let Shard { slots, metrics, .. } = self;
+        for (metric_idx, metric) in metrics.iter_mut().enumerate() {
+            let Some(metric) = metric else { continue };
+            let postings = &mut metric.postings;
             if postings.tombstones > 0 {
                 postings.series_idxs.retain(|&idx| idx != TOMBSTONE);
                 postings.tombstones = 0;
@@ -913,12 +1034,13 @@ impl Shard {
                     slots[idx as usize].as_mut().expect("postings list live series").postings_pos = position as u32;
                 }
             }
-            let keep = !postings.series_idxs.is_empty();
-            if !keep {
-                accounting.release_bytes(metric_entry_bytes(metric_name));
+            if postings.series_idxs.is_empty() {
+                emptied.push(metric_idx as MetricIdx);
             }
-            keep
-        });
+        }
+        for metric_idx in emptied {
+            self.remove_metric(metric_idx, accounting);
+        }
         self.tombstones = 0;
     }
 
@@ -934,11 +1056,11 @@ impl Shard {
         for set in self.label_sets.iter().flatten() {
             bytes += label_set_bytes(set.labels.len(), set.labels.heap_bytes());
         }
-        for (metric_name, postings) in self.postings.iter() {
-            bytes += metric_entry_bytes(metric_name);
-            let live = postings.series_idxs.len() - postings.tombstones;
+        for metric in self.metrics.iter().flatten() {
+            bytes += metric_entry_bytes(&metric.name);
+            let live = metric.postings.series_idxs.len() - metric.postings.tombstones;
             if live > 0 {
-                *series_by_metric.entry(metric_name.to_string()).or_default() += live;
+                *series_by_metric.entry(metric.name.to_string()).or_default() += live;
             }
         }
         (series, bytes)

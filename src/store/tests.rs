@@ -90,7 +90,12 @@ proptest! {
 }
 
 /// Calls `visit` for every series of `metric_name` with all its samples from `start_ms` on.
-fn each_series(store: &Store, metric_name: &str, start_ms: i64, mut visit: impl FnMut(SeriesRef<'_>, SeriesWindow<'_>)) {
+fn each_series(
+    store: &Store,
+    metric_name: &str,
+    start_ms: i64,
+    mut visit: impl FnMut(SeriesRef<'_>, SeriesWindow<'_>),
+) {
     let walked: std::ops::ControlFlow<()> = store.visit_metric(metric_name, start_ms, i64::MAX, |key, window| {
         visit(key, window);
         std::ops::ControlFlow::Continue(())
