@@ -56,13 +56,13 @@ pub struct ServeArgs {
     /// Most series held at once; points of new series beyond it are rejected.
     #[arg(long, env = "OTELSCALE_MAX_SERIES", default_value_t = 1_000_000)]
     pub max_series: usize,
-    /// Most labels (resource plus point attributes) on one series.
+    /// Most labels (resource plus point attributes) on one series (at most 65,535).
     #[arg(long, env = "OTELSCALE_MAX_LABELS_PER_SERIES", default_value_t = 64)]
     pub max_labels_per_series: usize,
-    /// Longest label name, in bytes.
+    /// Longest label name, in bytes (at most 65,535).
     #[arg(long, env = "OTELSCALE_MAX_LABEL_NAME_BYTES", default_value_t = 256)]
     pub max_label_name_bytes: usize,
-    /// Longest label value, in bytes.
+    /// Longest label value, in bytes (at most 65,535).
     #[arg(long, env = "OTELSCALE_MAX_LABEL_VALUE_BYTES", default_value_t = 2048)]
     pub max_label_value_bytes: usize,
     /// Longest metric name, in bytes.
