@@ -405,56 +405,39 @@ fn indexed_key(metric: u8, model: u8, pod: u8, zone: Option<u8>) -> SeriesKey {
     SeriesKey::new(format!("m{metric}"), labels)
 }
 
-/// A condition of the label-index tests: an equality (name, value) or a regex (name, pattern).
+/// A condition of the label-index tests, as a query writes it: `=`, `=~`, `!=` or `!~` of a
+/// label name and a value or pattern.
 #[derive(Debug, Clone, Copy)]
 enum Condition {
     Equal(&'static str, &'static str),
     Regex(&'static str, &'static str),
+    NotEqual(&'static str, &'static str),
+    NotRegex(&'static str, &'static str),
 }
 
-/// The keys a label walk yields that meet every one of `conditions`, sorted; through the label
-/// index when `indexed`, else by the full walk.
+impl Condition {
+    fn text(self) -> String {
+        match self {
+            Condition::Equal(name, value) => format!(r#"{name}="{value}""#),
+            Condition::Regex(name, pattern) => format!(r#"{name}=~"{pattern}""#),
+            Condition::NotEqual(name, value) => format!(r#"{name}!="{value}""#),
+            Condition::NotRegex(name, pattern) => format!(r#"{name}!~"{pattern}""#),
+        }
+    }
+}
+
+/// The keys of `metric` that meet every one of `conditions`, sorted: the query's answer as a
+/// query makes it (its matchers checked on each key visited), walking through the label index
+/// with the query's narrowings when `indexed`, else the full walk.
 fn matching(store: &Store, metric: &str, conditions: &[Condition], indexed: bool) -> Vec<SeriesKey> {
-    // Regexes as a query compiles them: anchored, with their literal prefixes.
-    let matchers: Vec<crate::query::LabelMatcher> = conditions
-        .iter()
-        .map(|condition| {
-            let text = match *condition {
-                Condition::Equal(name, value) => format!(r#"max(x{{{name}="{value}"}})"#),
-                Condition::Regex(name, pattern) => format!(r#"max(x{{{name}=~"{pattern}"}})"#),
-            };
-            let query = crate::query::parse_metric_query(&text, &crate::query::QueryLimits::default()).unwrap();
-            query.matchers.into_iter().next().unwrap()
-        })
-        .collect();
-    let regexes: Vec<regex::Regex> = matchers
-        .iter()
-        .map(|matcher| match &matcher.kind {
-            crate::query::MatchKind::RegexMatch(regex) => regex.clone(),
-            _ => regex::Regex::new("").unwrap(),
-        })
-        .collect();
-    let narrowings: Vec<LabelNarrowing<'_>> = conditions
-        .iter()
-        .zip(&regexes)
-        .zip(&matchers)
-        .map(|((condition, regex), matcher)| match *condition {
-            Condition::Equal(name, value) => LabelNarrowing::Equal { name, value },
-            Condition::Regex(name, _) => {
-                LabelNarrowing::Matching { name, matches: regex, prefixes: matcher.value_prefixes.as_deref() }
-            }
-        })
-        .collect();
-    let meets = |key: SeriesRef<'_>| {
-        conditions.iter().zip(&regexes).all(|(condition, regex)| match *condition {
-            Condition::Equal(name, value) => key.label_value(name) == Some(value),
-            Condition::Regex(name, _) => key.label_value(name).is_some_and(|value| regex.is_match(value)),
-        })
-    };
+    let text = conditions.iter().map(|condition| condition.text()).collect::<Vec<_>>().join(", ");
+    let query =
+        crate::query::parse_metric_query(&format!("max({metric}{{{text}}})"), &crate::query::QueryLimits::default())
+            .unwrap();
+    let narrowings: Vec<LabelNarrowing<'_>> = if indexed { query.narrowings().collect() } else { Vec::new() };
     let mut found = Vec::new();
-    let index_narrowings = if indexed { &narrowings[..] } else { &[] };
-    let walked: ControlFlow<()> = store.visit_metric_with_labels(metric, index_narrowings, 0, i64::MAX, |key, _| {
-        if meets(key) {
+    let walked: ControlFlow<()> = store.visit_metric_with_labels(metric, &narrowings, 0, i64::MAX, |key, _| {
+        if crate::query::eval::series_matches(&query, key) {
             found.push(key.to_owned());
         }
         ControlFlow::Continue(())
@@ -467,17 +450,22 @@ fn matching(store: &Store, metric: &str, conditions: &[Condition], indexed: bool
     found
 }
 
-/// The model's answer: its live keys of `metric` that meet `conditions`.
+/// The model's answer: its live keys of `metric` that meet `conditions` (a missing label reads
+/// as the empty value, as in PromQL).
 fn model_matching(model: &BTreeMap<SeriesKey, i64>, metric: &str, conditions: &[Condition]) -> Vec<SeriesKey> {
+    let full = |pattern: &str| regex::Regex::new(&format!("^(?:{pattern})$")).unwrap();
     model
         .keys()
         .filter(|key| key.metric_name() == metric)
         .filter(|key| {
-            conditions.iter().all(|condition| match *condition {
-                Condition::Equal(name, value) => key.label_value(name) == Some(value),
-                Condition::Regex(name, pattern) => key
-                    .label_value(name)
-                    .is_some_and(|value| regex::Regex::new(&format!("^(?:{pattern})$")).unwrap().is_match(value)),
+            conditions.iter().all(|condition| {
+                let value_of = |name: &str| key.label_value(name).unwrap_or("");
+                match *condition {
+                    Condition::Equal(name, value) => value_of(name) == value,
+                    Condition::Regex(name, pattern) => full(pattern).is_match(value_of(name)),
+                    Condition::NotEqual(name, value) => value_of(name) != value,
+                    Condition::NotRegex(name, pattern) => !full(pattern).is_match(value_of(name)),
+                }
             })
         })
         .cloned()
@@ -486,8 +474,8 @@ fn model_matching(model: &BTreeMap<SeriesKey, i64>, metric: &str, conditions: &[
 
 proptest! {
     /// The label index is a second source of truth: creates, appends and expiries in random
-    /// order, then every equality and regex query answered through the index equals the full walk's
-    /// answer and the naive model's, and the index lists exactly the live series.
+    /// order, then every equality, regex and negative query answered through the index equals
+    /// the full walk's answer and the naive model's, and the index lists exactly the live series.
     #[test]
     fn the_label_index_answers_as_the_full_walk_and_the_model(
         steps in proptest::collection::vec(
@@ -509,9 +497,14 @@ proptest! {
                 store.drop_expired(now_s * 1_000);
                 model.retain(|_, last_ms| *last_ms >= now_s * 1_000 - 30_000);
                 // A regex read mid-way makes value sets that later steps must keep exact.
-                let conditions = [Condition::Regex(if now_s % 2 == 0 { "model" } else { "pod" }, "(m|p)[0-2]")];
-                for metric in ["m0", "m1"] {
-                    prop_assert_eq!(matching(&store, metric, &conditions, true), model_matching(&model, metric, &conditions));
+                let name = if now_s % 2 == 0 { "model" } else { "pod" };
+                for conditions in [[Condition::Regex(name, "(m|p)[0-2]")], [Condition::NotRegex(name, "(m|p)[3-4]")]] {
+                    for metric in ["m0", "m1"] {
+                        prop_assert_eq!(
+                            matching(&store, metric, &conditions, true),
+                            model_matching(&model, metric, &conditions)
+                        );
+                    }
                 }
             }
         }
@@ -530,6 +523,15 @@ proptest! {
                 vec![Condition::Regex("model", "none.*")],
                 vec![Condition::Regex("model", "m1|m2|x.*")],
                 vec![Condition::Regex("pod", "(p|q)[0-9]"), Condition::Regex("model", ".*3")],
+                vec![Condition::NotEqual("model", "m1")],
+                vec![Condition::NotEqual("zone", "z0")],
+                vec![Condition::NotEqual("model", "absent")],
+                vec![Condition::Equal("model", "m0"), Condition::NotEqual("pod", "p1")],
+                vec![Condition::NotRegex("pod", "p[0-2]")],
+                vec![Condition::NotRegex("zone", "z.+"), Condition::Regex("pod", "p[3-5]")],
+                vec![Condition::NotRegex("model", "m(1|3)"), Condition::NotEqual("pod", "p2")],
+                vec![Condition::NotRegex("model", ".*")],
+                vec![Condition::NotRegex("model", ".*2"), Condition::Equal("zone", "z1")],
             ] {
                 let indexed = matching(&store, metric, &conditions, true);
                 prop_assert_eq!(&indexed, &matching(&store, metric, &conditions, false));
