@@ -253,41 +253,8 @@ fn bench_regex_query(c: &mut Criterion) {
             b.iter(|| evaluate(&store, &query, WindowOp::LastOne, 60_000, NOW_MS))
         });
         group.bench_function(format!("2000_values_{series}_series_full_walk"), |b| b.iter(full_walk));
-        bench_negative_regex(&mut group, &store, pods);
     }
     group.finish();
-}
-
-/// `model_name!~"model-0.*"`: half the series left out through the label index, against the
-/// full walk that tests the regex on every series.
-fn bench_negative_regex(
-    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    store: &Store,
-    pods: usize,
-) {
-    let query =
-        parse_metric_query(r#"max(vllm:num_requests_waiting{model_name!~"model-0.*"})"#, &QueryLimits::default())
-            .unwrap();
-    let evaluation = evaluate(store, &query, WindowOp::LastOne, 60_000, NOW_MS);
-    assert_eq!(evaluation.matched_series, 1_000 * pods);
-    let full_walk = || {
-        let mut matched = 0usize;
-        let walked: std::ops::ControlFlow<()> =
-            store.visit_metric("vllm:num_requests_waiting", NOW_MS - 60_000, NOW_MS, |key, window| {
-                if otelscale::query::eval::series_matches(&query, key) && window.value(WindowOp::LastOne).is_some() {
-                    matched += 1;
-                }
-                std::ops::ControlFlow::Continue(())
-            });
-        assert!(walked.is_continue());
-        matched
-    };
-    assert_eq!(full_walk(), 1_000 * pods);
-    let series = 2_000 * pods;
-    group.bench_function(format!("negative_regex_{series}_series_label_index"), |b| {
-        b.iter(|| evaluate(store, &query, WindowOp::LastOne, 60_000, NOW_MS))
-    });
-    group.bench_function(format!("negative_regex_{series}_series_full_walk"), |b| b.iter(full_walk));
 }
 
 criterion_group!(benches, bench_query, bench_trigger_resolution, bench_selective_query, bench_regex_query);

@@ -137,10 +137,6 @@ impl MetricQuery {
                 MatchKind::RegexMatch(matches) if !matches.is_match("") => {
                     Some(LabelNarrowing::Matching { name, matches, prefixes: matcher.value_prefixes.as_deref() })
                 }
-                MatchKind::NotEqual(value) if !value.is_empty() => Some(LabelNarrowing::NotEqual { name, value }),
-                MatchKind::RegexNoMatch(rejects) if !rejects.is_match("") => {
-                    Some(LabelNarrowing::NotMatching { name, rejects, prefixes: matcher.value_prefixes.as_deref() })
-                }
                 _ => None,
             }
         })
@@ -590,9 +586,7 @@ impl<'query> QueryParser<'query> {
                 MatchKind::RegexMatch(regex)
             }
             MatchOperator::RegexNoMatch => {
-                let (regex, prefixes) = self.compile_anchored_regex(&label_name, &value, value_position)?;
-                value_prefixes = prefixes;
-                MatchKind::RegexNoMatch(regex)
+                MatchKind::RegexNoMatch(self.compile_anchored_regex(&label_name, &value, value_position)?.0)
             }
         };
         Ok(LabelMatcher { label_name, kind, value_prefixes })

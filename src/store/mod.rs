@@ -39,8 +39,8 @@ pub use window::{SeriesKind, SeriesWindow, WindowOp};
 
 use accounting::{Accounting, CountLimits, MetricCounter};
 use chunk::{Chunk, ChunkClass};
+pub use shard::LabelNarrowing;
 use shard::{AppendResult, NewSeriesLabels, RunEnd, Shard};
-pub use shard::{LabelExclusion, LabelNarrowing};
 
 /// Samples appended per hold of a shard's write lock.
 const APPEND_SAMPLES_PER_LOCK: usize = 64;
@@ -453,18 +453,13 @@ impl Store {
             narrowings.iter().all(|narrowing| match narrowing {
                 LabelNarrowing::Equal { value, .. } => !value.is_empty(),
                 LabelNarrowing::Matching { matches, .. } => !matches.is_match(""),
-                LabelNarrowing::NotEqual { value, .. } => !value.is_empty(),
-                LabelNarrowing::NotMatching { rejects, .. } => !rejects.is_match(""),
             }),
             "a narrowing that accepts the empty value matches series without the label"
         );
         // Only the shards that may hold its series: a query over a small metric takes one or two
         // locks, not every shard's (each a chance to wait behind an append).
         let shards = self.accounting.metric_shards(metric_name);
-        let reads_values = narrowings
-            .iter()
-            .any(|narrowing| matches!(narrowing, LabelNarrowing::Matching { .. } | LabelNarrowing::NotMatching { .. }));
-        let excludes = narrowings.iter().any(LabelNarrowing::excludes);
+        let reads_values = narrowings.iter().any(|narrowing| matches!(narrowing, LabelNarrowing::Matching { .. }));
         for shard_idx in (0..self.shards.len()).filter(|&shard_idx| shards.may_hold(shard_idx)) {
             let shard = &self.shards[shard_idx];
             if reads_values && shard.read().lacks_label_values(narrowings) {
@@ -474,15 +469,13 @@ impl Store {
             }
             let candidates =
                 if narrowings.is_empty() { None } else { shard.read().label_candidates(metric_name, narrowings) };
-            let exclusion = if excludes { shard.read().label_exclusion(metric_name, narrowings) } else { None };
-            let window = (start_ms, end_ms);
             match candidates {
                 Some(candidates) => {
                     for run in candidates.chunks(VISIT_SERIES_PER_LOCK) {
-                        shard.read().visit_candidates(metric_name, run, window, exclusion.as_ref(), &mut visit)?;
+                        shard.read().visit_candidates(metric_name, run, (start_ms, end_ms), &mut visit)?;
                     }
                 }
-                None => self.visit_shard_metric(shard_idx, metric_name, window, exclusion.as_ref(), &mut visit)?,
+                None => self.visit_shard_metric(shard_idx, metric_name, (start_ms, end_ms), &mut visit)?,
             }
         }
         ControlFlow::Continue(())
@@ -494,7 +487,6 @@ impl Store {
         shard_idx: usize,
         metric_name: &str,
         window: (i64, i64),
-        exclusion: Option<&LabelExclusion>,
         visit: &mut impl FnMut(SeriesRef<'_>, SeriesWindow<'_>) -> ControlFlow<B>,
     ) -> ControlFlow<B> {
         // Counted before the first run's lock, so retention leaves tombstones instead of
@@ -507,7 +499,6 @@ impl Store {
                 position,
                 VISIT_SERIES_PER_LOCK,
                 window,
-                exclusion,
                 visit,
             );
             match run {

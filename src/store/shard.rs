@@ -202,66 +202,6 @@ pub enum LabelNarrowing<'q> {
     /// `matches` must not accept the empty value (same reason). `prefixes`, if given: every value
     /// it accepts starts with one of them (then only those values are tested).
     Matching { name: &'q str, matches: &'q regex::Regex, prefixes: Option<&'q [String]> },
-    /// Series whose label `name` is not `value` (not empty), or who lack it.
-    NotEqual { name: &'q str, value: &'q str },
-    /// Series whose label `name` has a value `rejects` does not accept, or who lack it
-    /// (`rejects` must not accept the empty value).
-    NotMatching { name: &'q str, rejects: &'q regex::Regex, prefixes: Option<&'q [String]> },
-}
-
-impl LabelNarrowing<'_> {
-    fn value_regex(&self) -> Option<(&str, &regex::Regex, Option<&[String]>)> {
-        match *self {
-            LabelNarrowing::Matching { name, matches, prefixes } => Some((name, matches, prefixes)),
-            LabelNarrowing::NotMatching { name, rejects, prefixes } => Some((name, rejects, prefixes)),
-            LabelNarrowing::Equal { .. } | LabelNarrowing::NotEqual { .. } => None,
-        }
-    }
-
-    pub fn excludes(&self) -> bool {
-        matches!(self, LabelNarrowing::NotEqual { .. } | LabelNarrowing::NotMatching { .. })
-    }
-}
-
-fn for_each_accepted_value(
-    values: &LabelValues,
-    matches: &regex::Regex,
-    prefixes: Option<&[String]>,
-    mut accepted: impl FnMut(&[u8]),
-) {
-    let mut test = |value: &[u8]| {
-        if std::str::from_utf8(value).is_ok_and(|value| matches.is_match(value)) {
-            accepted(value);
-        }
-    };
-    match prefixes {
-        Some(prefixes) => {
-            for prefix in prefixes.iter().map(|prefix| prefix.as_bytes()) {
-                values
-                    .range::<[u8], _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
-                    .take_while(|value| value.starts_with(prefix))
-                    .for_each(|value| test(value));
-            }
-        }
-        None => values.iter().for_each(|value| test(value)),
-    }
-}
-
-const EXCLUSION_SERIES_PER_VALUE_MIN: usize = 4;
-
-/// The label sets a query's negative narrowings leave out in one shard (a bitset over set
-/// slots), valid while no label set has left the shard since it was made.
-#[derive(Debug)]
-pub struct LabelExclusion {
-    excluded: Vec<u64>,
-    label_sets_removed: u64,
-}
-
-impl LabelExclusion {
-    fn excludes(&self, set_idx: LabelSetIdx) -> bool {
-        let set_idx = set_idx as usize;
-        self.excluded.get(set_idx / 64).is_some_and(|word| word & (1 << (set_idx % 64)) != 0)
-    }
 }
 
 /// A label set's label index keys, on the stack for up to 16 labels.
@@ -420,7 +360,6 @@ pub(super) struct Shard {
     /// The distinct label sets of the shard's series; a set lives while a series has it.
     label_sets: Vec<Option<LabelSet>>,
     free_label_sets: Vec<LabelSetIdx>,
-    label_sets_removed: u64,
     /// The label index: [`label_posting_hash`] of (label name, label value) → the label sets
     /// with that label, in no order. Kept exact on every insert and removal of a set (a removal
     /// fills its place with the list's last entry), so it needs no tombstones: a walk copies the
@@ -449,7 +388,6 @@ impl Shard {
             label_set_index: HashTable::default(),
             label_sets: Vec::new(),
             free_label_sets: Vec::new(),
-            label_sets_removed: 0,
             label_postings: Default::default(),
             label_values: Default::default(),
             spare_chunks: SpareChunks::default(),
@@ -677,18 +615,13 @@ impl Shard {
         first_position: usize,
         series_max: usize,
         (start_ms, end_ms): (i64, i64),
-        exclusion: Option<&LabelExclusion>,
         visit: &mut impl FnMut(SeriesRef<'_>, SeriesWindow<'_>) -> ControlFlow<B>,
     ) -> RunEnd<B> {
-        let exclusion = self.current_exclusion(exclusion);
         let Some(metric) = self.metric(metric_name) else { return RunEnd::Done };
         let series_idxs = &metric.postings.series_idxs;
         let end_position = first_position.saturating_add(series_max).min(series_idxs.len());
         for &idx in series_idxs.get(first_position..end_position).unwrap_or_default() {
             let Some(series) = self.slots.get(idx as usize).and_then(Option::as_ref) else { continue };
-            if exclusion.is_some_and(|exclusion| exclusion.excludes(series.label_set)) {
-                continue;
-            }
             let key = key_of(&self.metrics, &self.label_sets, series);
             if let ControlFlow::Break(stop) =
                 visit(key, SeriesWindow::new(series.kind, &series.chunks, start_ms, end_ms))
@@ -852,10 +785,8 @@ impl Shard {
         metric_name: &str,
         candidates: &[SeriesIdx],
         (start_ms, end_ms): (i64, i64),
-        exclusion: Option<&LabelExclusion>,
         visit: &mut impl FnMut(SeriesRef<'_>, SeriesWindow<'_>) -> ControlFlow<B>,
     ) -> ControlFlow<B> {
-        let exclusion = self.current_exclusion(exclusion);
         // Looked up again for each run: the metric may have left the shard (and its slot been
         // given to another) since the candidates were read.
         let Some(metric) = self.metric_idx(metric_name) else { return ControlFlow::Continue(()) };
@@ -863,7 +794,7 @@ impl Shard {
             let Some(series) = self.slots.get(idx as usize).and_then(Option::as_ref) else { continue };
             // The slot may have been given to another metric's series since the candidates
             // were read.
-            if series.metric != metric || exclusion.is_some_and(|exclusion| exclusion.excludes(series.label_set)) {
+            if series.metric != metric {
                 continue;
             }
             let key = key_of(&self.metrics, &self.label_sets, series);
@@ -906,10 +837,24 @@ impl Shard {
                 continue;
             }
             let mut union = Vec::new();
-            for_each_accepted_value(values, matches, prefixes, |value| {
-                let hash = label_posting_hash(name.as_bytes(), value);
-                union.extend(self.label_postings.get(&hash).into_iter().flatten());
-            });
+            let mut add_if_accepted = |value: &[u8]| {
+                // Label sets hold UTF-8 (built from `str`).
+                if std::str::from_utf8(value).is_ok_and(|value| matches.is_match(value)) {
+                    let hash = label_posting_hash(name.as_bytes(), value);
+                    union.extend(self.label_postings.get(&hash).into_iter().flatten());
+                }
+            };
+            match prefixes {
+                Some(prefixes) => {
+                    for prefix in prefixes.iter().map(|prefix| prefix.as_bytes()) {
+                        values
+                            .range::<[u8], _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+                            .take_while(|value| value.starts_with(prefix))
+                            .for_each(|value| add_if_accepted(value));
+                    }
+                }
+                None => values.iter().for_each(|value| add_if_accepted(value)),
+            }
             if union.is_empty() {
                 return Some(Vec::new());
             }
@@ -934,53 +879,16 @@ impl Shard {
         Some(candidates)
     }
 
-    /// The label sets `narrowings`' negative ones leave out here, if any.
-    pub fn label_exclusion(&self, metric_name: &str, narrowings: &[LabelNarrowing<'_>]) -> Option<LabelExclusion> {
-        let metric_series = self.metric(metric_name).map_or(0, |metric| metric.postings.series_idxs.len());
-        let mut excluded: Vec<u64> = Vec::new();
-        let mut exclude = |name: &[u8], value: &[u8]| {
-            let Some(list) = self.label_postings.get(&label_posting_hash(name, value)) else { return };
-            for &set_idx in list {
-                let Some(set) = self.label_sets[set_idx as usize].as_ref() else { continue };
-                if !set.labels.bytes_iter().any(|label| label == (name, value)) {
-                    continue;
-                }
-                if excluded.is_empty() {
-                    excluded = vec![0; self.label_sets.len().div_ceil(64)];
-                }
-                excluded[set_idx as usize / 64] |= 1 << (set_idx % 64);
-            }
-        };
-        for narrowing in narrowings {
-            match *narrowing {
-                LabelNarrowing::NotEqual { name, value } => exclude(name.as_bytes(), value.as_bytes()),
-                LabelNarrowing::NotMatching { name, rejects, prefixes } => {
-                    let Some(values) = self.label_values.get(&label_name_hash(name.as_bytes())) else { continue };
-                    if values.len().saturating_mul(EXCLUSION_SERIES_PER_VALUE_MIN) > metric_series {
-                        continue;
-                    }
-                    for_each_accepted_value(values, rejects, prefixes, |value| exclude(name.as_bytes(), value));
-                }
-                LabelNarrowing::Equal { .. } | LabelNarrowing::Matching { .. } => {}
-            }
-        }
-        (!excluded.is_empty()).then_some(LabelExclusion { excluded, label_sets_removed: self.label_sets_removed })
-    }
-
-    fn current_exclusion<'e>(&self, exclusion: Option<&'e LabelExclusion>) -> Option<&'e LabelExclusion> {
-        exclusion.filter(|exclusion| exclusion.label_sets_removed == self.label_sets_removed)
-    }
-
     /// Whether a regex of `narrowings` reads a label name whose value set is not made here and
     /// may still be (fewer than [`LABEL_VALUE_SETS_MAX`] are).
     pub fn lacks_label_values(&self, narrowings: &[LabelNarrowing<'_>]) -> bool {
         if self.label_values.len() >= LABEL_VALUE_SETS_MAX {
             return false;
         }
-        narrowings
-            .iter()
-            .filter_map(LabelNarrowing::value_regex)
-            .any(|(name, _, _)| !self.label_values.contains_key(&label_name_hash(name.as_bytes())))
+        narrowings.iter().any(|narrowing| match narrowing {
+            LabelNarrowing::Matching { name, .. } => !self.label_values.contains_key(&label_name_hash(name.as_bytes())),
+            LabelNarrowing::Equal { .. } => false,
+        })
     }
 
     /// Makes the value sets of the label names a regex of `narrowings` reads, from the shard's
@@ -988,7 +896,7 @@ impl Shard {
     pub fn index_label_values(&mut self, narrowings: &[LabelNarrowing<'_>]) {
         let Shard { label_sets, label_values, .. } = self;
         for narrowing in narrowings {
-            let Some((name, _, _)) = narrowing.value_regex() else { continue };
+            let LabelNarrowing::Matching { name, .. } = *narrowing else { continue };
             let name_hash = label_name_hash(name.as_bytes());
             if label_values.contains_key(&name_hash) || label_values.len() >= LABEL_VALUE_SETS_MAX {
                 continue;
@@ -1047,7 +955,6 @@ impl Shard {
         }
         let set = label_sets[set_idx as usize].take().expect("a live label set");
         free_label_sets.push(set_idx);
-        self.label_sets_removed += 1;
         accounting.release_bytes(label_set_bytes(set.labels.len(), set.labels.heap_bytes()));
     }
 
