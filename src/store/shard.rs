@@ -864,8 +864,9 @@ impl Shard {
             }
         }
         // The metric's series among the sets: each set has at most one per metric.
-        let mut candidates: Vec<SeriesIdx> = Vec::with_capacity(smallest_len);
-        for &set_idx in smallest?.iter() {
+        let smallest = smallest?;
+        let mut candidates: Vec<SeriesIdx> = Vec::with_capacity(smallest.len());
+        for &set_idx in smallest.iter() {
             let Some(set) = self.label_sets.get(set_idx as usize).and_then(Option::as_ref) else { continue };
             candidates.extend(
                 set.series
