@@ -344,7 +344,10 @@ impl Store {
         }
         let labels = match known_set {
             Some(set_idx) => NewSeriesLabels::Known(set_idx),
-            None => NewSeriesLabels::New { labels: batch.label_set(sample), hash: set_hash },
+            None => NewSeriesLabels::New {
+                labels: Labels::from_canonical_sized(n_labels, strings_len, batch.labels(sample)),
+                hash: set_hash,
+            },
         };
         Ok(shard.insert(reservation, metric_name, labels, sample.key_hash, sample.kind, ChunkClass::Small))
     }
@@ -385,14 +388,16 @@ impl Store {
             return RestoreOutcome::Empty;
         };
         let first_chunk = ChunkClass::for_rate(samples.len(), last_ms - first_ms, self.config.retention_ms);
-        let key_hash = key.stable_hash();
+        // The set's hash once: the series hash and the shard's table of sets both take it.
+        let set = key.label_set().set_hash();
+        let key_hash = combine_series_hash(metric_name_hash(key.metric_name()), set);
         let shard_idx = self.shard_idx(key_hash);
         let mut shard = self.shards[shard_idx].write();
         let series_idx = match shard.find(key_hash, |stored| stored == key.as_ref()) {
             Some(idx) => idx,
             None => {
                 let labels = key.label_set();
-                let set_hash = label_set_hash(labels.set_hash());
+                let set_hash = label_set_hash(set);
                 let known_set = shard.find_label_set(set_hash, |stored| stored == labels);
                 let new_set = known_set.is_none().then(|| (labels.len(), labels.heap_bytes()));
                 let bytes = shard.new_series_bytes(key.metric_name(), new_set, first_chunk);
